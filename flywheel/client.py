@@ -1,0 +1,146 @@
+"""The producer: ``Client.insert``, ``enqueue`` and ``insert_many``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from flywheel import clock
+from flywheel.context import request_id as current_request_id
+from flywheel.enums import ACTIVE_STATES, JobState
+from flywheel.errors import AlreadyEnqueued, MissingKind, ValidationError
+from flywheel.ids import new_id
+from flywheel.jobs import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, DEFAULT_QUEUE, InsertOpts
+from flywheel.serde import dump_args, normalise_json_payload
+
+if TYPE_CHECKING:
+    from flywheel.db import Database
+    from flywheel.registry import Registry
+
+
+def kind_of(args: object) -> str:
+    """The kind an args object names through its ``kind`` class attribute."""
+    kind = getattr(type(args), "kind", None)
+    if not isinstance(kind, str):
+        raise MissingKind(type(args))
+    return kind
+
+
+def build_job_row(kind: str, args_json: str, opts: InsertOpts, now: datetime) -> dict[str, Any]:
+    """Validate one insert and return its complete ``jobs`` row; nothing is written."""
+    if not isinstance(kind, str) or not kind.strip():
+        raise ValidationError("kind", "must be a non-empty string")
+    queue = DEFAULT_QUEUE if opts.queue is None else opts.queue
+    if not isinstance(queue, str) or not queue.strip():
+        raise ValidationError("queue", "must be a non-empty string")
+    max_attempts = opts.max_attempts or DEFAULT_MAX_ATTEMPTS
+    if not isinstance(max_attempts, int) or max_attempts < 0:
+        raise ValidationError("max_attempts", f"must be a positive integer, not {opts.max_attempts!r}")
+    priority = DEFAULT_PRIORITY if opts.priority is None else opts.priority
+    if not isinstance(priority, int) or isinstance(priority, bool):
+        raise ValidationError("priority", f"must be an integer, not {priority!r}")
+    tags = list(opts.tags or [])
+    if not all(isinstance(t, str) for t in tags):
+        raise ValidationError("tags", "must be a list of strings")
+    if opts.schedule_at is not None and not isinstance(opts.schedule_at, datetime):
+        raise ValidationError("schedule_at", f"must be a datetime, not {opts.schedule_at!r}")
+    timeout_ms = None
+    if opts.timeout is not None:
+        if opts.timeout.total_seconds() <= 0:
+            raise ValidationError("timeout", "must be positive")
+        timeout_ms = max(1, round(opts.timeout.total_seconds() * 1000))
+    request_id = opts.request_id or current_request_id()
+    return {
+        "id": new_id(),
+        "created_at": now,
+        "updated_at": now,
+        "metadata": {"request_id": request_id} if request_id else {},
+        "kind": kind,
+        "queue": queue,
+        "args": args_json,
+        "priority": priority,
+        "state": JobState.AVAILABLE.value,
+        "attempt": 0,
+        "max_attempts": max_attempts,
+        "timeout_ms": timeout_ms,
+        "scheduled_at": opts.schedule_at or now,
+        "leased_until": None,
+        "lease_token": None,
+        "unique_key": opts.unique_key,
+        "unique_active_key": opts.unique_active_key,
+        "parent_job_id": opts.parent,
+        "executor_class": opts.executor_class or "",
+        "finalized_at": None,
+        "tags": tags,
+        "deleted_at": None,
+    }
+
+
+class Client:
+    """Inserts jobs. Given the registry, it applies each worker's ``defaults()``."""
+
+    def __init__(self, db: Database, *, registry: Registry | None = None) -> None:
+        self.db = db
+        self.registry = registry
+
+    def insert(self, args: object, **opts: Any) -> str:
+        """Insert one typed job; returns its id. A unique collision raises ``AlreadyEnqueued``."""
+        return self._insert_row(self._row(kind_of(args), dump_args(args), InsertOpts(**opts)))
+
+    def enqueue(self, kind: str, args_json: str | bytes | dict[str, Any] | None = None, **opts: Any) -> str:
+        """Insert one job from a kind and a JSON payload; no worker class needed."""
+        payload = normalise_json_payload(args_json, field="args")
+        return self._insert_row(self._row(kind, payload, InsertOpts(**opts)))
+
+    def insert_many(self, items: Iterable[object | tuple[object, InsertOpts]]) -> list[str | None]:
+        """Insert many jobs in one transaction, a multi-row statement per chunk.
+
+        Each item is an args object or ``(args, InsertOpts)``. Returns the ids in order,
+        None where a unique collision skipped the row. Every row is validated before
+        anything is written; a bad one raises ``ValidationError`` naming its index.
+        """
+        rows = []
+        for index, item in enumerate(items):
+            args, opts = item if isinstance(item, tuple) else (item, InsertOpts())
+            try:
+                rows.append(self._row(kind_of(args), dump_args(args), opts))
+            except ValidationError as exc:
+                raise ValidationError(exc.field, f"{exc.message} (item {index})") from exc
+        if not rows:
+            return []
+        landed = self.db.driver.enqueue(self.db, rows)
+        return [row["id"] if row["id"] in landed else None for row in rows]
+
+    # -- internals -------------------------------------------------------------
+
+    def _row(self, kind: str, args_json: str, opts: InsertOpts) -> dict[str, Any]:
+        if self.registry is not None and (entry := self.registry.find(kind)) is not None:
+            defaults = entry.call("defaults")
+            if defaults is not None:
+                opts = defaults.overlay(opts)
+        return build_job_row(kind, args_json, opts, clock.now())
+
+    def _insert_row(self, row: dict[str, Any]) -> str:
+        if row["id"] in self.db.driver.enqueue(self.db, [row]):
+            return str(row["id"])
+        key = row["unique_key"] or row["unique_active_key"]
+        raise AlreadyEnqueued(key, existing_job_id(self.db, row))
+
+
+def existing_job_id(db: Database, row: dict[str, Any]) -> str | None:
+    """The id of the job a colliding row collided with, when it can be read."""
+    Job = db.Job
+    if row.get("unique_key"):
+        query = Job.select(Job.id).where(Job.unique_key == row["unique_key"])
+    else:
+        query = Job.select(Job.id).where(
+            Job.unique_active_key == row["unique_active_key"], Job.state.in_([s.value for s in ACTIVE_STATES])
+        )
+    found = query.first()
+    return None if found is None else str(found.id)
+
+
+def chunked(rows: Sequence[dict[str, Any]], size: int) -> Iterable[Sequence[dict[str, Any]]]:
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]

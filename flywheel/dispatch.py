@@ -1,0 +1,239 @@
+"""Running one claimed attempt: decode, call the worker, classify, and plan its finalisation.
+
+Everything that can fail on bad data (decoding args, serialising output and follow-ups)
+happens here, before the finalisation transaction, so a bad job ends as a recorded
+failure instead of a transaction that can never commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import traceback
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from flywheel import clock, transitions
+from flywheel.client import build_job_row, kind_of
+from flywheel.context import request_id_scope
+from flywheel.driver import ClaimedJob, FinalizePlan
+from flywheel.durations import to_timedelta
+from flywheel.enums import ErrorClass
+from flywheel.errors import FlywheelError, UnknownKind, ValidationError
+from flywheel.jobs import Cancel, FollowUp, InsertOpts, Job, Permanent, Result, Snooze
+from flywheel.plugins import classify_error, emit
+from flywheel.serde import dump_args, dumps_json, load_args, normalise_json_payload
+
+if TYPE_CHECKING:
+    from flywheel.leases import Lease
+    from flywheel.registry import Registered
+    from flywheel.runner import Runner
+
+ERROR_MESSAGE_LIMIT = 4096
+job_logger = logging.getLogger("flywheel.jobs")
+
+
+class InvalidJob(FlywheelError):
+    """The job cannot be run as stored: unknown or missing kind, or args that do not decode."""
+
+
+@attrs.frozen(kw_only=True)
+class Attempt:
+    """A finished attempt waiting to be finalised."""
+
+    claimed: ClaimedJob
+    plan: FinalizePlan
+    error_class: ErrorClass | None
+    error: BaseException | None
+    retry_delay: timedelta | None
+    duration: timedelta
+    started: float
+
+
+def execute(runner: Runner, claimed: ClaimedJob, lease: Lease) -> Attempt:
+    """Run one attempt to its end and return what its finalisation must write."""
+    started = time.monotonic()
+    job: Job[Any] | None = None
+    result: Result | None = None
+    error: BaseException | None = None
+    try:
+        entry, args = _resolve(runner, claimed)
+        job = _job(runner, claimed, args, lease)
+        deadline = _deadline(runner, entry, job, claimed)
+        if deadline is not None:
+            job = attrs.evolve(job, deadline=deadline)
+            runner.leases.set_deadline(claimed.id, deadline)
+        emit(runner.pm, "flywheel_on_start", event=runner.job_event(claimed))
+        result = _call(runner, entry, job, deadline)
+    except BaseException as exc:  # noqa: BLE001 - every failure of a worker is an attempt outcome
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        error = exc
+    finished_at = clock.now()
+    if error is None and lease.timed_out:
+        error = TimeoutError(f"job ran past its timeout (deadline {lease.deadline})")
+    return _plan(runner, claimed, job, result, error, lease, finished_at, started)
+
+
+def _resolve(runner: Runner, claimed: ClaimedJob) -> tuple[Registered, Any]:
+    if not claimed.kind:
+        raise InvalidJob("jobs: the job has no kind")
+    entry = runner.registry.find(claimed.kind)
+    if entry is None:
+        raise InvalidJob(str(UnknownKind(claimed.kind)))
+    try:
+        return entry, load_args(claimed.args, entry.args_type)
+    except Exception as exc:
+        raise InvalidJob(f"jobs: decode args for kind {claimed.kind!r}: {exc}") from exc
+
+
+def _job(runner: Runner, claimed: ClaimedJob, args: Any, lease: Lease) -> Job[Any]:
+    request_id = claimed.metadata.get("request_id")
+    extra = {"job_id": claimed.id, "kind": claimed.kind, "attempt": claimed.attempt, "run_id": claimed.run_id,
+             "request_id": request_id}
+    return Job(
+        id=claimed.id, kind=claimed.kind, queue=claimed.queue, args=args, attempt=claimed.attempt,
+        max_attempts=claimed.max_attempts, parent_job_id=claimed.parent_job_id, enqueued_at=claimed.scheduled_at,
+        tags=claimed.tags, run_id=claimed.run_id, request_id=request_id,
+        logger=logging.LoggerAdapter(job_logger, extra), cancelled=lease.cancelled,
+        executor_class=claimed.executor_class,
+    )
+
+
+def _deadline(runner: Runner, entry: Registered, job: Job[Any], claimed: ClaimedJob) -> datetime | None:
+    if claimed.timeout_ms:
+        timeout: timedelta | None = timedelta(milliseconds=claimed.timeout_ms)
+    else:
+        timeout = to_timedelta(entry.call("timeout", job), field="timeout") or runner.default_timeout
+    if timeout is None or timeout.total_seconds() <= 0:
+        return None
+    return claimed.started_at + timeout
+
+
+def _call(runner: Runner, entry: Registered, job: Job[Any], deadline: datetime | None) -> Result | None:
+    with request_id_scope(job.request_id):
+        if not entry.is_async:
+            outcome = entry.worker.work(job)
+        else:
+            seconds = None if deadline is None else max(0.0, (deadline - clock.now()).total_seconds())
+            outcome = runner.event_loop().run(_with_timeout(entry.worker.work(job), seconds, job.request_id))
+    if outcome is not None and not isinstance(outcome, Result):
+        raise TypeError(f"work() must return a flywheel.Result or None, not {type(outcome).__name__}")
+    return outcome
+
+
+async def _with_timeout(coro: Any, seconds: float | None, request_id: str | None) -> Any:
+    with request_id_scope(request_id):
+        try:
+            return await asyncio.wait_for(coro, seconds)
+        except TimeoutError as exc:
+            raise _AsyncTimeout(f"async job cancelled after its {seconds:.3f}s timeout") from exc
+
+
+class _AsyncTimeout(TimeoutError):
+    """An async worker was cancelled at its deadline."""
+
+
+def classify(runner: Runner, entry: Registered | None, job: Job[Any] | None, error: BaseException,
+             lease: Lease) -> ErrorClass:
+    """Permanent and invalid jobs first, then the worker's ``classify``, then plugins, then transient."""
+    if isinstance(error, InvalidJob):
+        return ErrorClass.VALIDATION
+    if isinstance(error, Permanent):
+        return ErrorClass.PERMANENT
+    if isinstance(error, _AsyncTimeout) or lease.timed_out:
+        return ErrorClass.TIMEOUT
+    if entry is not None:
+        verdict = entry.call("classify", error)
+        if verdict is not None:
+            return ErrorClass(verdict)
+    if job is not None:
+        verdict = classify_error(runner.pm, error, job)
+        if verdict is not None:
+            return ErrorClass(verdict)
+    return ErrorClass.TRANSIENT
+
+
+def _plan(runner: Runner, claimed: ClaimedJob, job: Job[Any] | None, result: Result | None,
+          error: BaseException | None, lease: Lease, finished_at: datetime, started: float) -> Attempt:
+    entry = runner.registry.find(claimed.kind) if claimed.kind else None
+    output_json = follow_ups = None
+    if error is None and result is not None:
+        try:
+            output_json = None if result.output is None else dumps_json(result.output, field="output")
+            follow_ups = tuple(_follow_up_rows(claimed, result.follow_ups, finished_at))
+        except Exception as exc:  # a worker bug: it succeeded but returned something unstorable
+            error = Permanent(f"the worker's result cannot be stored: {exc}")
+    error_class = retry_delay = None
+    if isinstance(error, Cancel) or (error is None and result is not None and result.cancel):
+        transition = transitions.cancelled(finished_at)
+    elif isinstance(error, Snooze) or (error is None and result is not None and result.snooze is not None):
+        delay = error.delay if isinstance(error, Snooze) else result.snooze  # type: ignore[union-attr]
+        transition = transitions.snoozed(finished_at, delay or timedelta(0))
+    elif error is not None:
+        error_class = classify(runner, entry, job, error, lease)
+        retry_delay = _retry_delay(runner, entry, job, claimed, error)
+        transition = transitions.failed(finished_at, attempt=claimed.attempt, max_attempts=claimed.max_attempts,
+                                        error_class=error_class, retry_delay=retry_delay)
+    else:
+        transition = transitions.succeeded(finished_at)
+    failure = error if error is not None and not isinstance(error, (Snooze,)) else None
+    message = None if failure is None else error_text(failure)
+    plan = FinalizePlan(
+        job_id=claimed.id, run_id=claimed.run_id, lease_token=claimed.lease_token, state=transition.state,
+        scheduled_at=transition.scheduled_at, finalized_at=transition.finalized_at,
+        bump_max_attempts=transition.bump_max_attempts, outcome=transition.outcome, finished_at=finished_at,
+        duration_ms=max(0, int((finished_at - claimed.started_at).total_seconds() * 1000)),
+        error_class=None if error_class is None else error_class.value, error_message=message,
+        output_json=output_json, cost_micros=0 if result is None else int(result.cost_micros),
+        follow_ups=follow_ups if transition.state.value == "succeeded" and follow_ups else (),
+    )
+    return Attempt(claimed=claimed, plan=plan, error_class=error_class, error=failure,
+                   retry_delay=retry_delay if transition.state.value == "retryable" else None,
+                   duration=timedelta(seconds=time.monotonic() - started), started=started)
+
+
+def _retry_delay(runner: Runner, entry: Registered | None, job: Job[Any] | None, claimed: ClaimedJob,
+                 error: BaseException) -> timedelta:
+    if entry is not None and job is not None:
+        custom = to_timedelta(entry.call("next_retry", job, error), field="next_retry")
+        if custom is not None and custom.total_seconds() > 0:
+            return custom
+    return transitions.backoff(claimed.attempt, runner.retry_backoff_base, runner.max_retry_backoff)
+
+
+def _follow_up_rows(parent: ClaimedJob, follow_ups: list[FollowUp], now: datetime) -> list[dict[str, Any]]:
+    rows = []
+    for follow_up in follow_ups:
+        if not isinstance(follow_up, FollowUp):
+            raise ValidationError("follow_ups", f"must hold FollowUp objects, not {type(follow_up).__name__}")
+        if follow_up.kind is None:
+            kind, args_json = kind_of(follow_up.args), dump_args(follow_up.args)
+        else:
+            kind, args_json = follow_up.kind, normalise_json_payload(follow_up.args, field="args")
+        opts = InsertOpts(
+            queue=follow_up.queue, unique_key=follow_up.unique_key, schedule_at=follow_up.schedule_at,
+            parent=parent.id if follow_up.parent else None, priority=follow_up.priority,
+            executor_class=follow_up.executor_class, max_attempts=follow_up.max_attempts,
+            request_id=parent.metadata.get("request_id"),
+        )
+        rows.append(build_job_row(kind, args_json, opts, now))
+    return rows
+
+
+def error_text(error: BaseException) -> str:
+    """``Type: message``, cut to 4096 bytes on a character boundary."""
+    text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    if isinstance(error, InvalidJob):
+        text = str(error)
+    encoded = text.encode("utf-8")
+    if len(encoded) <= ERROR_MESSAGE_LIMIT:
+        return text
+    return encoded[:ERROR_MESSAGE_LIMIT].decode("utf-8", errors="ignore")
+
+
+def error_traceback(error: BaseException) -> str:
+    return "".join(traceback.format_exception(error))[-ERROR_MESSAGE_LIMIT:]

@@ -1,0 +1,374 @@
+"""The database seam: what a driver plugin provides, with portable defaults on peewee.
+
+A driver opens the peewee database for a URL and implements the few operations whose
+best form differs between databases: the claim, bulk insert with conflict handling,
+wake-ups and locking. Everything here is written once with peewee's query builder, so a
+new driver overrides only what its database does better (PostgreSQL's claim uses
+``FOR UPDATE SKIP LOCKED``; SQLite serialises writers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import peewee
+
+from flywheel.enums import ACTIVE_STATES, CLAIMABLE_STATES, JobState, RunOutcome
+from flywheel.models import index_ddl
+
+if TYPE_CHECKING:
+    from flywheel.db import Database
+
+
+@attrs.frozen(kw_only=True)
+class ClaimRequest:
+    """One claim: up to ``limit`` due jobs of ``queues`` for a runner of ``executor_class``."""
+
+    queues: tuple[str, ...]
+    executor_class: str
+    claim_any_class: bool
+    limit: int
+    now: datetime
+    lease_until: datetime
+    lease_token: str
+    executor_id: str
+    run_ids: tuple[str, ...]
+
+
+@attrs.frozen(kw_only=True)
+class ClaimedJob:
+    """A claimed ``jobs`` row, with the run row the claim wrote for it."""
+
+    id: str
+    kind: str
+    queue: str
+    args: Any
+    attempt: int
+    max_attempts: int
+    timeout_ms: int | None
+    parent_job_id: str | None
+    tags: list[str]
+    scheduled_at: datetime
+    metadata: dict[str, Any]
+    executor_class: str
+    lease_token: str
+    run_id: str
+    started_at: datetime
+
+
+@attrs.frozen(kw_only=True)
+class FinalizePlan:
+    """Everything one attempt's finalisation writes; built before the transaction opens."""
+
+    job_id: str
+    run_id: str
+    lease_token: str
+    state: JobState
+    scheduled_at: datetime | None
+    finalized_at: datetime | None
+    bump_max_attempts: bool
+    outcome: RunOutcome
+    finished_at: datetime
+    duration_ms: int
+    error_class: str | None
+    error_message: str | None
+    output_json: str | None
+    cost_micros: int
+    follow_ups: tuple[dict[str, Any], ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class FinalizeResult:
+    """What a finalisation persisted."""
+
+    job_id: str
+    superseded: bool
+    enqueued_children: int
+
+
+class Driver:
+    """Base class of database drivers; subclasses set ``name`` and implement ``open``."""
+
+    name = "generic"
+    #: rows per multi-row INSERT statement
+    chunk_size = 500
+    #: the peewee exceptions worth retrying (lock contention, lost connections)
+    transient_errors: tuple[type[BaseException], ...] = (peewee.OperationalError, peewee.InterfaceError)
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    # -- connection ------------------------------------------------------------
+
+    def open(self) -> peewee.Database:
+        """Return the peewee database for this driver's URL (not yet connected)."""
+        raise NotImplementedError
+
+    def display_url(self) -> str:
+        """The URL with any password hidden, for logs, errors and CLI output."""
+        return self.url
+
+    @contextlib.contextmanager
+    def atomic(self, db: Database) -> Iterator[None]:
+        """A write transaction (a savepoint when nested)."""
+        with db.pw.atomic():
+            yield
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is worth retrying after a pause (the database is busy or away)."""
+        return isinstance(exc, self.transient_errors)
+
+    def reset_connection(self, db: Database) -> None:
+        """Drop this thread's connection after an error so the next call reconnects."""
+        with contextlib.suppress(Exception):
+            if not db.pw.is_closed() and not db.pw.in_transaction():
+                db.pw.close()
+
+    # -- schema ----------------------------------------------------------------
+
+    def migrate(self, db: Database) -> None:
+        """Create the tables and indexes that do not exist yet (idempotent)."""
+        with db.atomic():
+            db.pw.create_tables(list(db.models.values()), safe=True)
+            for statement in index_ddl():
+                db.pw.execute_sql(statement)
+
+    # -- producing -------------------------------------------------------------
+
+    def insert_jobs(self, db: Database, rows: Sequence[dict[str, Any]]) -> set[str]:
+        """Insert ``rows`` skipping unique collisions; return the ids that landed.
+
+        Called inside a transaction. ``rows`` hold every column and carry their own ids.
+        """
+        if not rows:
+            return set()
+        query = db.Job.insert_many(list(rows)).on_conflict_ignore()
+        if not any(r.get("unique_key") or r.get("unique_active_key") for r in rows):
+            query.execute()
+            return {r["id"] for r in rows}
+        cursor = query.returning(db.Job.id).tuples().execute()
+        return {row[0] for row in cursor}
+
+    def enqueue(self, db: Database, rows: Sequence[dict[str, Any]]) -> set[str]:
+        """Insert validated rows in one transaction, in chunks, and wake their runners at commit."""
+        landed: set[str] = set()
+        with db.atomic():
+            for start in range(0, len(rows), self.chunk_size):
+                landed |= self.insert_jobs(db, rows[start : start + self.chunk_size])
+            if landed:
+                self.notify(db, {row["queue"] for row in rows})
+        return landed
+
+    def notify(self, db: Database, queues: set[str]) -> None:
+        """Wake runners of ``queues`` once the current transaction commits (default: nothing)."""
+
+    def wait_for_work(self, db: Database, queues: Sequence[str], timeout: float) -> bool:
+        """Block up to ``timeout`` seconds for a sign of new work; True if woken early."""
+        time.sleep(timeout)
+        return False
+
+    def interrupt_waits(self) -> None:
+        """Wake every thread blocked in :meth:`wait_for_work` (used at stop)."""
+
+    # -- the claim -------------------------------------------------------------
+
+    def claim(self, db: Database, request: ClaimRequest) -> list[ClaimedJob]:
+        """Lease up to ``request.limit`` due jobs and write their ``started`` run rows.
+
+        Portable form: the due rows are picked and updated in one write transaction,
+        which is exclusive on SQLite. A database with row locks must override this.
+        """
+        Job, JobRun = db.Job, db.JobRun
+        with db.atomic():
+            due = self._due_query(db, request).select(Job.id)
+            updated = (
+                Job.update(
+                    state=JobState.RUNNING.value,
+                    attempt=Job.attempt + 1,
+                    leased_until=request.lease_until,
+                    lease_token=request.lease_token,
+                    updated_at=request.now,
+                )
+                .where(Job.id.in_(due))
+                .returning(*_CLAIM_COLUMNS(Job))
+                .dicts()
+                .execute()
+            )
+            rows = sorted(updated, key=lambda r: (r["priority"], r["scheduled_at"], r["id"]))
+            claimed = [_claimed(row, request, run_id) for row, run_id in zip(rows, request.run_ids, strict=False)]
+            if claimed:
+                JobRun.insert_many([_run_stub(c, request) for c in claimed]).execute()
+        return claimed
+
+    def _due_query(self, db: Database, request: ClaimRequest) -> peewee.ModelSelect:
+        Job = db.Job
+        query = Job.select().where(
+            Job.state.in_([s.value for s in CLAIMABLE_STATES]),
+            Job.deleted_at.is_null(),
+            Job.queue.in_(list(request.queues)),
+            Job.scheduled_at <= request.now,
+        )
+        if not request.claim_any_class:
+            query = query.where(Job.executor_class.in_([request.executor_class, ""]))
+        return query.order_by(Job.priority, Job.scheduled_at, Job.id).limit(request.limit)
+
+    # -- leases ----------------------------------------------------------------
+
+    def renew_leases(
+        self, db: Database, leases: Sequence[tuple[str, str]], until: datetime, now: datetime
+    ) -> set[str]:
+        """Extend the leases of ``(job_id, token)`` pairs still held; return the held ids."""
+        Job = db.Job
+        held: set[str] = set()
+        by_token: dict[str, list[str]] = {}
+        for job_id, token in leases:
+            by_token.setdefault(token, []).append(job_id)
+        with db.atomic():
+            for token, ids in by_token.items():
+                query = (
+                    Job.update(leased_until=until, updated_at=now)
+                    .where(Job.id.in_(ids), Job.state == JobState.RUNNING.value, Job.lease_token == token)
+                    .returning(Job.id)
+                    .tuples()
+                )
+                held.update(row[0] for row in query.execute())
+        return held
+
+    def release_leases(self, db: Database, leases: Sequence[tuple[str, str]], now: datetime) -> int:
+        """Hand still-held jobs back for immediate claiming (a node stopping before they finished).
+
+        Their ``started`` runs are marked ``crashed``; the attempt they used stays used.
+        """
+        Job, JobRun = db.Job, db.JobRun
+        released = 0
+        with db.atomic():
+            for job_id, token in leases:
+                count = (
+                    Job.update(state=JobState.AVAILABLE.value, leased_until=None, lease_token=None,
+                               updated_at=now, scheduled_at=now)
+                    .where(Job.id == job_id, Job.state == JobState.RUNNING.value, Job.lease_token == token)
+                    .execute()
+                )
+                if count:
+                    released += count
+                    JobRun.update(outcome=RunOutcome.CRASHED.value, finished_at=now).where(
+                        JobRun.job_id == job_id, JobRun.outcome == RunOutcome.STARTED.value
+                    ).execute()
+        return released
+
+    # -- finalisation ----------------------------------------------------------
+
+    def finalize(self, db: Database, plans: Sequence[FinalizePlan]) -> list[FinalizeResult]:
+        """Persist several attempts' outcomes in one transaction, each fenced by its lease token."""
+        with db.atomic():
+            return [self._finalize_one(db, plan) for plan in plans]
+
+    def _finalize_one(self, db: Database, plan: FinalizePlan) -> FinalizeResult:
+        Job, JobRun = db.Job, db.JobRun
+        changes: dict[Any, Any] = {
+            Job.state: plan.state.value,
+            Job.updated_at: plan.finished_at,
+            Job.leased_until: None,
+            Job.lease_token: None,
+        }
+        if plan.scheduled_at is not None:
+            changes[Job.scheduled_at] = plan.scheduled_at
+        if plan.finalized_at is not None:
+            changes[Job.finalized_at] = plan.finalized_at
+        if plan.bump_max_attempts:
+            changes[Job.max_attempts] = Job.max_attempts + 1
+        count = (
+            Job.update(changes)
+            .where(Job.id == plan.job_id, Job.state == JobState.RUNNING.value, Job.lease_token == plan.lease_token)
+            .execute()
+        )
+        superseded = count == 0
+        children = 0
+        if not superseded and plan.follow_ups:
+            for start in range(0, len(plan.follow_ups), self.chunk_size):
+                children += len(self.insert_jobs(db, plan.follow_ups[start : start + self.chunk_size]))
+            self.notify(db, {row["queue"] for row in plan.follow_ups})
+        JobRun.update(
+            outcome=plan.outcome.value,
+            finished_at=plan.finished_at,
+            duration_ms=plan.duration_ms,
+            cost_micros=plan.cost_micros,
+            enqueued_children=children,
+            error_class=plan.error_class,
+            error_message=plan.error_message,
+            error_payload=None if plan.error_message is None else {"message": plan.error_message},
+            output=plan.output_json,
+        ).where(JobRun.id == plan.run_id).execute()
+        return FinalizeResult(job_id=plan.job_id, superseded=superseded, enqueued_children=children)
+
+    # -- maintenance -----------------------------------------------------------
+
+    def count_active(self, db: Database, queues: Sequence[str] | None, executor_class: str | None) -> int:
+        """Non-terminal jobs in ``queues`` (all when None) claimable by ``executor_class``."""
+        Job = db.Job
+        query = Job.select().where(Job.state.in_([s.value for s in ACTIVE_STATES]), Job.deleted_at.is_null())
+        if queues is not None:
+            query = query.where(Job.queue.in_(list(queues)))
+        if executor_class is not None:
+            query = query.where(Job.executor_class.in_([executor_class, ""]))
+        return int(query.count())
+
+    def next_due(self, db: Database, queues: Sequence[str], executor_class: str | None) -> datetime | None:
+        """The earliest ``scheduled_at`` among claimable jobs of ``queues``."""
+        Job = db.Job
+        query = Job.select(Job.scheduled_at).where(
+            Job.state.in_([s.value for s in CLAIMABLE_STATES]), Job.deleted_at.is_null(), Job.queue.in_(list(queues))
+        )
+        if executor_class is not None:
+            query = query.where(Job.executor_class.in_([executor_class, ""]))
+        row = query.order_by(Job.scheduled_at).limit(1).first()
+        return None if row is None else row.scheduled_at
+
+
+def _CLAIM_COLUMNS(Job: Any) -> tuple[Any, ...]:  # noqa: N802 - reads like the column list it is
+    return (Job.id, Job.kind, Job.queue, Job.args, Job.attempt, Job.max_attempts, Job.timeout_ms,
+            Job.parent_job_id, Job.tags, Job.scheduled_at, Job.metadata, Job.executor_class, Job.priority)
+
+
+def _claimed(row: dict[str, Any], request: ClaimRequest, run_id: str) -> ClaimedJob:
+    from flywheel.models import from_db_time
+    from flywheel.serde import loads_json
+
+    return ClaimedJob(
+        id=row["id"], kind=row["kind"], queue=row["queue"], args=row["args"], attempt=int(row["attempt"]),
+        max_attempts=int(row["max_attempts"]), timeout_ms=row["timeout_ms"], parent_job_id=row["parent_job_id"],
+        tags=list(loads_json(row["tags"]) or []), scheduled_at=from_db_time(row["scheduled_at"]),  # type: ignore[arg-type]
+        metadata=dict(loads_json(row["metadata"]) or {}), executor_class=row["executor_class"] or "",
+        lease_token=request.lease_token, run_id=run_id, started_at=request.now,
+    )
+
+
+def _run_stub(job: ClaimedJob, request: ClaimRequest) -> dict[str, Any]:
+    return {
+        "id": job.run_id, "job_id": job.id, "attempt": job.attempt, "executor_class": request.executor_class,
+        "executor_id": request.executor_id, "started_at": request.now, "outcome": RunOutcome.STARTED.value,
+        "enqueued_children": 0, "created_at": request.now,
+    }
+
+
+class ProcessLock:
+    """A re-entrant lock shared by every Database on one file in this process."""
+
+    _locks: dict[str, threading.RLock] = {}
+    _guard = threading.Lock()
+
+    @classmethod
+    def for_key(cls, key: str) -> threading.RLock:
+        with cls._guard:
+            return cls._locks.setdefault(key, threading.RLock())
+
+
+__all__ = [
+    "ClaimRequest", "ClaimedJob", "Driver", "FinalizePlan", "FinalizeResult", "ProcessLock",
+]

@@ -1,0 +1,112 @@
+"""The exception tree every flywheel error belongs to, and the database error mapping."""
+
+from __future__ import annotations
+
+import peewee
+
+
+class FlywheelError(Exception):
+    """Base class of every error flywheel raises on purpose."""
+
+
+class JobNotFound(FlywheelError, LookupError):
+    """No job has that id."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"flywheel: job not found: {job_id}")
+        self.job_id = job_id
+
+
+class JobTerminal(FlywheelError):
+    """The operation needs a live job, and this one has already finished."""
+
+    def __init__(self, job_id: str, state: str) -> None:
+        super().__init__(f"flywheel: job {job_id} has already reached a terminal state ({state})")
+        self.job_id = job_id
+        self.state = state
+
+
+class PeriodicNotFound(FlywheelError, LookupError):
+    """No periodic schedule has that slug."""
+
+    def __init__(self, slug: str) -> None:
+        super().__init__(f"flywheel: periodic not found: {slug}")
+        self.slug = slug
+
+
+class AlreadyEnqueued(FlywheelError):
+    """A unique key collided with an existing job; ``job_id`` names it when it could be read."""
+
+    def __init__(self, key: str | None = None, job_id: str | None = None) -> None:
+        detail = f" (unique key {key!r}, existing job {job_id})" if key else ""
+        super().__init__(f"jobs: already enqueued{detail}")
+        self.key = key
+        self.job_id = job_id
+
+
+class ValidationError(FlywheelError, ValueError):
+    """Bad input: ``field`` names what was wrong, ``message`` says how."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"flywheel: {field} {message}")
+        self.field = field
+        self.message = message
+
+
+class MissingKind(ValidationError):
+    """The args object does not name its kind (a ``kind`` class attribute)."""
+
+    def __init__(self, args_type: type) -> None:
+        super().__init__("kind", f"is missing: {args_type.__qualname__} has no 'kind' class attribute")
+        self.args_type = args_type
+
+
+class UnknownKind(FlywheelError):
+    """No worker is registered for the kind."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(f"jobs: unknown job kind {kind!r}")
+        self.kind = kind
+
+
+class DuplicateKind(FlywheelError):
+    """A second worker was registered for a kind."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(f"jobs: duplicate worker registration for kind {kind!r}")
+        self.kind = kind
+
+
+class DatabaseError(FlywheelError):
+    """The database failed an operation; the driver's exception is ``__cause__``."""
+
+
+class DuplicateKey(DatabaseError):
+    """A unique constraint was violated."""
+
+
+class ForeignKeyViolation(DatabaseError):
+    """A foreign key constraint was violated."""
+
+
+_DUPLICATE_MARKERS = ("unique constraint", "duplicate key value")
+_FOREIGN_KEY_MARKERS = ("foreign key constraint",)
+
+
+def wrap_db_error(exc: BaseException) -> FlywheelError:
+    """Map a driver exception to a flywheel error; flywheel's own errors pass through."""
+    if isinstance(exc, FlywheelError):
+        return exc
+    text = str(exc).strip() or type(exc).__name__
+    lowered = text.lower()
+    if isinstance(exc, peewee.IntegrityError) or any(m in lowered for m in _DUPLICATE_MARKERS + _FOREIGN_KEY_MARKERS):
+        if any(m in lowered for m in _FOREIGN_KEY_MARKERS):
+            wrapped: FlywheelError = ForeignKeyViolation(f"flywheel: foreign key violation: {text}")
+        elif any(m in lowered for m in _DUPLICATE_MARKERS):
+            wrapped = DuplicateKey(f"flywheel: duplicate key: {text}")
+        else:
+            wrapped = DatabaseError(f"flywheel: database operation failed: {text}")
+    else:
+        wrapped = DatabaseError(f"flywheel: database operation failed: {text}")
+    wrapped.__cause__ = exc
+    return wrapped

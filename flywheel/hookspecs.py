@@ -1,0 +1,172 @@
+"""Hook specifications for flywheel plugins.
+
+The kernel calls every hook with keyword arguments. An implementation may accept any
+subset of a hook's arguments, so a hook can gain arguments later without breaking
+existing plugins. Hooks marked "first result" stop at the first implementation that
+returns something other than None; built-in defaults are registered with
+``trylast=True`` so installed plugins win.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import click
+
+    from flywheel.driver import Driver
+    from flywheel.enums import ErrorClass
+    from flywheel.events import ClaimEvent, FinishEvent, JobEvent, RetryEvent
+    from flywheel.jobs import Job
+    from flywheel.node import Node, Service
+    from flywheel.registry import Registry
+
+hookspec = pluggy.HookspecMarker("flywheel")
+
+# ---------------------------------------------------------------------------
+# Storage
+# ---------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def flywheel_driver(url: str) -> Driver | None:
+    """Return a driver for a database URL this plugin understands.
+
+    Called by :func:`flywheel.connect`. Return None for any URL you do not handle so
+    that other drivers get a turn.
+
+    :param url: the URL as the user gave it, e.g. ``sqlite:///flywheel.db`` or
+        ``postgresql://user@host/db``.
+    :returns: a :class:`~flywheel.driver.Driver`, or None.
+
+    Stops at first non-None result.
+    """
+
+
+# ---------------------------------------------------------------------------
+# Workers
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+def flywheel_register_workers(registry: Registry) -> None:
+    """Register this plugin's worker kinds on ``registry``.
+
+    Called when a registry is filled from plugins (:meth:`Registry.load_plugins`, the
+    CLI's ``serve``). Registering a kind that already exists raises ``DuplicateKind``.
+
+    :param registry: the :class:`~flywheel.registry.Registry` to add workers to.
+    """
+
+
+@hookspec
+def flywheel_worker_types() -> Mapping[str, Callable[..., Any]]:
+    """Return worker types that config files can declare, as ``{name: factory}``.
+
+    Called when a config file's ``[[schedules]]`` tables name a worker type (``exec``,
+    ``shell``, ``python``, ``http``). The factory takes the table's settings as keyword
+    arguments and returns a worker.
+
+    :returns: a mapping of type name to factory.
+    """
+
+
+# ---------------------------------------------------------------------------
+# Failure handling
+# ---------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def flywheel_classify_error(error: BaseException, job: Job[Any]) -> ErrorClass | None:
+    """Classify an exception raised by a worker.
+
+    Consulted after the worker's own ``classify`` method returned None and before the
+    kernel's default (``ErrorClass.TRANSIENT``). Return None to leave the decision to the
+    next plugin.
+
+    :param error: the exception raised by ``Worker.work``.
+    :param job: the job whose attempt failed.
+    :returns: an :class:`~flywheel.enums.ErrorClass`, or None.
+
+    Stops at first non-None result.
+    """
+
+
+# ---------------------------------------------------------------------------
+# Lifecycle events (observers: must not block; buffer and return)
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+def flywheel_on_claim(event: ClaimEvent) -> None:
+    """Observe a non-empty batch of claimed jobs.
+
+    Called on the runner's claim loop once per non-empty claim, before the jobs are
+    dispatched. An implementation that raises is logged and skipped; the others still
+    receive the event.
+
+    :param event: a :class:`~flywheel.events.ClaimEvent`.
+    """
+
+
+@hookspec
+def flywheel_on_start(event: JobEvent) -> None:
+    """Observe an attempt about to run its worker.
+
+    Called on the worker thread right before ``work`` runs, only for registered kinds.
+    Raising is logged and skipped.
+
+    :param event: a :class:`~flywheel.events.JobEvent`.
+    """
+
+
+@hookspec
+def flywheel_on_finish(event: FinishEvent) -> None:
+    """Observe a finalised attempt (every outcome, superseded ones included).
+
+    Called after the finalisation committed, with what was persisted. Raising is logged
+    and skipped.
+
+    :param event: a :class:`~flywheel.events.FinishEvent`.
+    """
+
+
+@hookspec
+def flywheel_on_retry(event: RetryEvent) -> None:
+    """Observe a failed attempt that was scheduled for another try.
+
+    Called after :func:`flywheel_on_finish` for the same attempt. Raising is logged and
+    skipped.
+
+    :param event: a :class:`~flywheel.events.RetryEvent`.
+    """
+
+
+# ---------------------------------------------------------------------------
+# Process services and CLI
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+def flywheel_services(node: Node) -> Iterable[Service] | None:
+    """Return long-running services the node should start and stop with itself.
+
+    Called once by :meth:`flywheel.Node.run` before it starts. Each service has
+    ``start()`` and ``stop()``; the node starts them in order and stops them in reverse.
+
+    :param node: the :class:`~flywheel.node.Node` being started.
+    :returns: services, or None.
+    """
+
+
+@hookspec
+def flywheel_commands(cli: click.Group) -> None:
+    """Add click commands to the ``flywheel`` command group.
+
+    Called once when the CLI is built from a plugin manager.
+
+    :param cli: the root :class:`click.Group`.
+    """

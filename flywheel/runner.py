@@ -1,0 +1,419 @@
+"""The runner: claims jobs, runs them on a bounded pool, and finalises their attempts.
+
+Threads, per runner: the claim loop (the caller of ``run``), ``concurrency`` worker
+threads, one finaliser that commits finished attempts in small groups, one lease keeper,
+and an event loop thread for ``async def`` workers (started on first use). Worker
+threads never touch the database for bookkeeping, so a runner needs three connections
+whatever its concurrency. A slot is freed when its own job's finalisation commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import logging
+import os
+import queue
+import random
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from flywheel import clock
+from flywheel.dispatch import Attempt, execute
+from flywheel.driver import ClaimedJob, ClaimRequest
+from flywheel.durations import require_timedelta, to_timedelta
+from flywheel.enums import JobState
+from flywheel.errors import ValidationError
+from flywheel.events import ClaimEvent, FinishEvent, JobEvent, RetryEvent
+from flywheel.ids import new_id
+from flywheel.leases import Lease, LeaseKeeper
+from flywheel.plugins import emit, has_observers, resolve
+
+if TYPE_CHECKING:
+    import pluggy
+
+    from flywheel.db import Database
+    from flywheel.registry import Registry
+
+FINALIZE_GROUP = 64
+MAX_POLL_BACKOFF = timedelta(seconds=30)
+
+
+class Runner:
+    """Claims and runs jobs of ``queues``; see the module docstring for its threads."""
+
+    def __init__(
+        self,
+        db: Database,
+        registry: Registry,
+        *,
+        queues: Sequence[str] = ("default",),
+        concurrency: int = 1,
+        executor_class: str = "",
+        claim_any_class: bool = False,
+        lease: timedelta | float = timedelta(seconds=30),
+        poll_interval: timedelta | float = timedelta(milliseconds=250),
+        retry_backoff_base: timedelta | float = timedelta(seconds=1),
+        max_retry_backoff: timedelta | float = timedelta(hours=1),
+        default_timeout: timedelta | float | None = None,
+        heartbeat_interval: timedelta | float | None = None,
+        max_poll_backoff: timedelta | float = MAX_POLL_BACKOFF,
+        logger: logging.Logger | None = None,
+        pm: pluggy.PluginManager | None = None,
+    ) -> None:
+        if isinstance(queues, str):
+            queues = (queues,)
+        if not queues or not all(isinstance(q, str) and q.strip() for q in queues):
+            raise ValidationError("queue", f"a runner needs at least one non-empty queue name, not {queues!r}")
+        if not isinstance(concurrency, int) or concurrency < 1:
+            raise ValidationError("concurrency", f"must be a positive integer, not {concurrency!r}")
+        self.db = db
+        self.registry = registry
+        self.pm = resolve(pm) if pm is not None else db.pm
+        self.queues = tuple(queues)
+        self.concurrency = concurrency
+        self.executor_class = executor_class or ""
+        self.claim_any_class = claim_any_class
+        self.lease = require_timedelta(lease, field="lease")
+        if self.lease.total_seconds() <= 0:
+            raise ValidationError("lease", "must be positive")
+        self.poll_interval = require_timedelta(poll_interval, field="poll_interval")
+        self.retry_backoff_base = require_timedelta(retry_backoff_base, field="retry_backoff_base")
+        self.max_retry_backoff = require_timedelta(max_retry_backoff, field="max_retry_backoff")
+        self.default_timeout = to_timedelta(default_timeout, field="default_timeout")
+        self.max_poll_backoff = max(require_timedelta(max_poll_backoff, field="max_poll_backoff"),
+                                    2 * self.poll_interval)
+        interval = to_timedelta(heartbeat_interval, field="heartbeat_interval") or self.lease / 3
+        self.log = logger or logging.getLogger("flywheel.runner")
+        self.executor_id = f"{socket.gethostname() or 'unknown'}:{os.getpid()}"
+        self.leases = LeaseKeeper(db, self.lease, interval)
+        self._stop = threading.Event()
+        self._slots = threading.Condition()
+        self._inflight = 0
+        self._runs_written = 0
+        self._finished: queue.SimpleQueue[Attempt | None] = queue.SimpleQueue()
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._finalizer: threading.Thread | None = None
+        self._loop: _EventLoop | None = None
+        self._loop_lock = threading.Lock()
+        self._context: contextvars.Context | None = None
+        self._poll_failures = 0
+        self._running = False
+
+    # -- public API --------------------------------------------------------------
+
+    def run(self, stop_event: threading.Event | None = None) -> None:
+        """Claim and run jobs until ``stop_event`` (or :meth:`stop`) is set, then drain in-flight work."""
+        stop = stop_event or threading.Event()
+        self._start()
+        try:
+            while not (stop.is_set() or self._stop.is_set()):
+                self._step(stop)
+        finally:
+            self._shutdown()
+
+    def run_until_idle(self, timeout: timedelta | float | None = None) -> int:
+        """Run until no job of this runner's queues is left non-terminal; return the run rows written.
+
+        Retry and snooze delays are waited out. With ``timeout`` it raises ``TimeoutError``
+        when work remains after that long.
+        """
+        limit = to_timedelta(timeout, field="timeout")
+        deadline = None if limit is None else time.monotonic() + limit.total_seconds()
+        stop = threading.Event()
+        self._start()
+        before = self._runs_written
+        try:
+            while not self._stop.is_set():
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError(f"run_until_idle: work remains in {list(self.queues)} after {limit}")
+                if self._step(stop, idle_check=True):
+                    break
+        finally:
+            self._shutdown()
+        return self._runs_written - before
+
+    def stop(self) -> None:
+        """Stop claiming; ``run`` returns once in-flight work is finalised."""
+        self._stop.set()
+        self.db.driver.interrupt_waits()
+        with self._slots:
+            self._slots.notify_all()
+
+    @property
+    def in_flight(self) -> int:
+        """Jobs claimed and not yet finalised."""
+        with self._slots:
+            return self._inflight
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until nothing is in flight; False if ``timeout`` passed first."""
+        end = None if timeout is None else time.monotonic() + timeout
+        with self._slots:
+            while self._inflight:
+                remaining = None if end is None else end - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._slots.wait(remaining if remaining is not None else 0.5)
+        return True
+
+    def release_in_flight(self) -> int:
+        """Hand the jobs still running back to the queue at once (their results will be fenced)."""
+        leases = self.leases.held() + [lease for lease in self._all_leases() if not lease.renew]
+        pairs = list({(lease.job_id, lease.token) for lease in leases})
+        for lease in leases:
+            lease.renew = False
+            lease.cancelled.set()
+        if not pairs:
+            return 0
+        return self.db.driver.release_leases(self.db, pairs, clock.now())
+
+    def event_loop(self) -> _EventLoop:
+        """The runner's event loop for ``async def`` workers, started on first use."""
+        with self._loop_lock:
+            if self._loop is None:
+                assert self._context is not None
+                self._loop = _EventLoop(self._context.copy())
+            return self._loop
+
+    # -- the claim loop ----------------------------------------------------------
+
+    def _step(self, stop: threading.Event, *, idle_check: bool = False) -> bool:
+        """One pass of the claim loop; returns True when ``idle_check`` finds nothing left."""
+        free = self._wait_for_slot(stop)
+        if free == 0:
+            return False
+        try:
+            claimed = self._claim(free)
+        except Exception as exc:
+            self._poll_failed(exc, stop)
+            return False
+        self._poll_recovered()
+        if claimed:
+            for job, lease in claimed:
+                self._dispatch(job, lease)
+            return False
+        if not idle_check:
+            self.db.driver.wait_for_work(self.db, self.queues, self.poll_interval.total_seconds())
+            return False
+        return self._idle_or_wait()
+
+    def _wait_for_slot(self, stop: threading.Event) -> int:
+        with self._slots:
+            while self._inflight >= self.concurrency and not (stop.is_set() or self._stop.is_set()):
+                self._slots.wait(0.5)
+            if stop.is_set() or self._stop.is_set():
+                return 0
+            return self.concurrency - self._inflight
+
+    def _claim(self, limit: int) -> list[tuple[ClaimedJob, Lease]]:
+        started = time.monotonic()
+        now = clock.now()
+        request = ClaimRequest(
+            queues=self.queues, executor_class=self.executor_class, claim_any_class=self.claim_any_class,
+            limit=limit, now=now, lease_until=now + self.lease, lease_token=new_id(),
+            executor_id=self.executor_id, run_ids=tuple(new_id() for _ in range(limit)),
+        )
+        claimed = self.db.driver.claim(self.db, request)
+        pairs = [(job, Lease(job_id=job.id, token=job.lease_token, cancelled=threading.Event())) for job in claimed]
+        if claimed:
+            with self._slots:
+                self._inflight += len(claimed)
+                self._runs_written += len(claimed)
+            for _, lease in pairs:
+                self.leases.track(lease)
+            if has_observers(self.pm, "flywheel_on_claim"):
+                emit(self.pm, "flywheel_on_claim", event=ClaimEvent(
+                    executor_class=self.executor_class, queues=self.queues, claimed=len(claimed),
+                    duration=timedelta(seconds=time.monotonic() - started)))
+        return pairs
+
+    def _dispatch(self, job: ClaimedJob, lease: Lease) -> None:
+        assert self._pool is not None and self._context is not None
+        self._pool.submit(self._context.copy().run, self._execute, job, lease)
+
+    def _execute(self, job: ClaimedJob, lease: Lease) -> None:
+        try:
+            attempt = execute(self, job, lease)
+        except BaseException:  # never lose a slot: an unexpected bug leaves the job to the sweep
+            self.log.exception("jobs: dispatch of job %s failed; the sweep will recover it", job.id)
+            self._release(job.id)
+            return
+        self._finished.put(attempt)
+
+    def _idle_or_wait(self) -> bool:
+        self.wait_idle()
+        executor = None if self.claim_any_class else self.executor_class
+        try:
+            remaining = self.db.driver.count_active(self.db, self.queues, executor)
+            if remaining == 0:
+                return True
+            next_due = self.db.driver.next_due(self.db, self.queues, executor)
+        except Exception as exc:
+            self._poll_failed(exc, self._stop)
+            return False
+        wait = self.poll_interval.total_seconds()
+        if next_due is not None:
+            wait = min(wait, max(0.001, (next_due - clock.now()).total_seconds()))
+        self.db.driver.wait_for_work(self.db, self.queues, wait)
+        return False
+
+    def _poll_failed(self, exc: Exception, stop: threading.Event) -> None:
+        self._poll_failures += 1
+        n = self._poll_failures
+        cap = self.max_poll_backoff.total_seconds()
+        rung = min(self.poll_interval.total_seconds() * 2 ** min(n - 1, 30), cap)
+        climbing = self.poll_interval.total_seconds() * 2 ** min(n - 2, 30) < cap
+        if n == 1 or climbing or n % 10 == 0:  # one line per backoff step, then one in ten at the cap
+            self.log.warning("jobs: poll failed (%d in a row), retrying in %.2fs: %s", n, rung, one_line(exc))
+        self.db.driver.reset_connection(self.db)
+        stop.wait(rung * random.uniform(0.75, 1.25))
+
+    def _poll_recovered(self) -> None:
+        if self._poll_failures:
+            self.log.warning("jobs: database reachable again after %d failed polls", self._poll_failures)
+            self._poll_failures = 0
+
+    # -- finalisation ------------------------------------------------------------
+
+    def _finalize_loop(self) -> None:
+        while True:
+            first = self._finished.get()
+            if first is None:
+                return
+            group = [first]
+            while len(group) < FINALIZE_GROUP:
+                try:
+                    more = self._finished.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._finished.put(None)
+                    break
+                group.append(more)
+            self._finalize(group)
+
+    def _finalize(self, group: list[Attempt]) -> None:
+        started = time.monotonic()
+        results = self._persist(group)
+        elapsed = timedelta(seconds=time.monotonic() - started)
+        for attempt, result in zip(group, results, strict=True):
+            if result is not None:
+                self._report(attempt, result.superseded, elapsed)
+            self._release(attempt.claimed.id)
+
+    def _persist(self, group: list[Attempt]) -> list[Any]:
+        """Commit the group; on a failure retry, then one by one, so one bad plan blocks no other."""
+        plans = [a.plan for a in group]
+        for tries in range(5):
+            try:
+                return list(self.db.driver.finalize(self.db, plans))
+            except Exception as exc:
+                if not self.db.driver.is_transient(exc) or len(group) == 1 and tries == 4:
+                    break
+                self.db.driver.reset_connection(self.db)
+                time.sleep(min(2.0, 0.05 * 2**tries))
+        if len(group) > 1:
+            return [self._persist([attempt])[0] for attempt in group]
+        return [self._persist_stubborn(group[0])]
+
+    def _persist_stubborn(self, attempt: Attempt) -> Any:
+        """A single finalisation that keeps failing: retry while its lease could still be valid."""
+        give_up = time.monotonic() + self.lease.total_seconds()
+        delay = 0.2
+        while True:
+            try:
+                return self.db.driver.finalize(self.db, [attempt.plan])[0]
+            except Exception as exc:
+                if time.monotonic() >= give_up or self._stop.is_set() and not self.db.driver.is_transient(exc):
+                    self.log.error("jobs: finalize of job %s failed; the sweep will recover it: %s",
+                                   attempt.claimed.id, one_line(exc))
+                    return None
+                self.db.driver.reset_connection(self.db)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _report(self, attempt: Attempt, superseded: bool, finalize_duration: timedelta) -> None:
+        claimed, plan = attempt.claimed, attempt.plan
+        if has_observers(self.pm, "flywheel_on_finish"):
+            emit(self.pm, "flywheel_on_finish", event=FinishEvent(
+                job_id=claimed.id, run_id=claimed.run_id, kind=claimed.kind, queue=claimed.queue,
+                attempt=claimed.attempt, outcome=plan.outcome, error_class=attempt.error_class,
+                error=attempt.error, duration=attempt.duration, finalize_duration=finalize_duration,
+                superseded=superseded))
+        if not superseded and plan.state is JobState.RETRYABLE and attempt.retry_delay is not None:
+            emit(self.pm, "flywheel_on_retry", event=RetryEvent(
+                job_id=claimed.id, run_id=claimed.run_id, kind=claimed.kind, queue=claimed.queue,
+                attempt=claimed.attempt, next_attempt=claimed.attempt + 1, delay=attempt.retry_delay,
+                error_class=attempt.error_class))  # type: ignore[arg-type]
+
+    def _release(self, job_id: str) -> None:
+        self.leases.forget(job_id)
+        with self._slots:
+            self._inflight -= 1
+            self._slots.notify_all()
+
+    def job_event(self, claimed: ClaimedJob) -> JobEvent:
+        return JobEvent(job_id=claimed.id, run_id=claimed.run_id, kind=claimed.kind, queue=claimed.queue,
+                        attempt=claimed.attempt)
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def _start(self) -> None:
+        if self._running:
+            raise RuntimeError("this runner is already running")
+        self._running = True
+        self._stop.clear()
+        self._context = contextvars.copy_context()
+        self._pool = concurrent.futures.ThreadPoolExecutor(self.concurrency, thread_name_prefix="flywheel-worker")
+        self._finalizer = threading.Thread(target=self._context.copy().run, args=(self._finalize_loop,),
+                                           name="flywheel-finalizer", daemon=True)
+        self._finalizer.start()
+        self.leases.start(self._context.copy())
+
+    def _shutdown(self) -> None:
+        self.wait_idle()
+        self._finished.put(None)
+        if self._finalizer is not None:
+            self._finalizer.join()
+        self.leases.stop()
+        self.leases = LeaseKeeper(self.db, self.lease, timedelta(seconds=self.leases.interval))
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+        with self._loop_lock:
+            if self._loop is not None:
+                self._loop.close()
+                self._loop = None
+        self._running = False
+
+    def _all_leases(self) -> list[Lease]:
+        return self.leases.all()
+
+
+class _EventLoop:
+    """An asyncio loop on its own thread, for ``async def`` workers."""
+
+    def __init__(self, context: contextvars.Context) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=context.run, args=(self.loop.run_forever,),
+                                       name="flywheel-asyncio", daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
+        if not self.loop.is_running():
+            self.loop.close()
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one log-friendly line."""
+    return " ".join(str(exc).split()) or type(exc).__name__

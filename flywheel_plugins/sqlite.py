@@ -1,0 +1,145 @@
+"""SQLite driver: ``sqlite:///relative.db``, ``sqlite:////absolute.db`` and ``sqlite://:memory:``.
+
+Every connection runs in WAL mode with ``synchronous=NORMAL``, foreign keys on and a long
+busy timeout, and every write transaction is ``BEGIN IMMEDIATE`` so a writer takes the
+lock up front instead of failing half way. Inside one process, writers also queue on a
+lock per file, so threads wait their turn in Python rather than in SQLite's busy handler.
+Several processes may share the file; their writes are serialised by SQLite itself.
+
+Wake-ups: an insert wakes this process's idle runners at commit, and an idle runner
+watches ``PRAGMA data_version`` so commits from other processes wake it within ~10 ms.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+import peewee
+
+from flywheel.driver import Driver, ProcessLock
+from flywheel.plugins import hookimpl
+
+if TYPE_CHECKING:
+    from flywheel.db import Database
+
+URL_SCHEMES = ("sqlite",)
+BUSY_TIMEOUT_S = 60.0
+WATCH_STEP_S = 0.01
+_MEMORY = ":memory:"
+
+
+@hookimpl(trylast=True)
+def flywheel_driver(url: str) -> Driver | None:
+    """Open ``sqlite:`` URLs."""
+    if not url.startswith("sqlite:"):
+        return None
+    return SQLiteDriver(url)
+
+
+def path_from_url(url: str) -> str:
+    """``sqlite:///a.db`` → ``a.db``; ``sqlite:////tmp/a.db`` → ``/tmp/a.db``."""
+    rest = url[len("sqlite:") :]
+    if rest in ("", "//", "//" + _MEMORY, _MEMORY):
+        return _MEMORY
+    if not rest.startswith("///"):
+        raise ValueError(f"flywheel: malformed SQLite URL {url!r}: use sqlite:///relative.db or sqlite:////abs.db")
+    path = rest[3:].split("?", 1)[0]
+    if not path:
+        raise ValueError(f"flywheel: SQLite URL {url!r} names no file")
+    return path
+
+
+class _Wakeups:
+    """In-process wake-ups per database file."""
+
+    _conditions: dict[str, threading.Condition] = {}
+    _guard = threading.Lock()
+
+    @classmethod
+    def for_key(cls, key: str) -> threading.Condition:
+        with cls._guard:
+            return cls._conditions.setdefault(key, threading.Condition())
+
+
+class SQLiteDriver(Driver):
+    """The embedded default; see the module docstring for its locking and wake-ups."""
+
+    name = "sqlite"
+    chunk_size = 500  # 16 columns a row stays well under SQLite's 32,766 bound parameters
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        path = path_from_url(url)
+        if path == _MEMORY:
+            # A real :memory: database is private to one connection, and flywheel uses one
+            # connection per thread; a temporary file, removed at exit, behaves the same.
+            tmpdir = tempfile.mkdtemp(prefix="flywheel-memory-")
+            atexit.register(shutil.rmtree, tmpdir, True)
+            path = os.path.join(tmpdir, "flywheel.db")
+        self.path = os.path.abspath(path)
+        self._lock = ProcessLock.for_key(self.path)
+        self._wake = _Wakeups.for_key(self.path)
+        self._stopping = threading.Event()
+
+    def open(self) -> peewee.Database:
+        directory = os.path.dirname(self.path)
+        if directory and not os.path.isdir(directory):
+            raise ValueError(f"flywheel: the directory of the SQLite file does not exist: {directory}")
+        return peewee.SqliteDatabase(
+            self.path,
+            pragmas={"journal_mode": "wal", "synchronous": "normal", "foreign_keys": 1,
+                     "busy_timeout": int(BUSY_TIMEOUT_S * 1000)},
+            timeout=BUSY_TIMEOUT_S,
+            lock_type="IMMEDIATE",
+            returning_clause=True,
+            check_same_thread=False,
+        )
+
+    @contextlib.contextmanager
+    def atomic(self, db: Database) -> Iterator[None]:
+        with self._lock, db.pw.atomic():
+            yield
+
+    def is_transient(self, exc: BaseException) -> bool:
+        return isinstance(exc, peewee.OperationalError) and "locked" in str(exc).lower() or super().is_transient(exc)
+
+    # -- wake-ups --------------------------------------------------------------
+
+    def notify(self, db: Database, queues: set[str]) -> None:
+        db.on_commit(self._notify_all)
+
+    def _notify_all(self) -> None:
+        with self._wake:
+            self._wake.notify_all()
+
+    def interrupt_waits(self) -> None:
+        self._notify_all()
+
+    def wait_for_work(self, db: Database, queues: Sequence[str], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        baseline = self._data_version(db)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            with self._wake:
+                if self._wake.wait(min(remaining, WATCH_STEP_S)):
+                    return True
+            current = self._data_version(db)
+            if baseline is not None and current is not None and current != baseline:
+                return True
+
+    def _data_version(self, db: Database) -> int | None:
+        try:
+            row = db.pw.execute_sql("PRAGMA data_version").fetchone()
+        except peewee.PeeweeException:
+            return None
+        return int(row[0]) if row else None
