@@ -92,6 +92,28 @@ class FinalizeResult:
     enqueued_children: int
 
 
+@attrs.frozen(kw_only=True)
+class SweepResult:
+    """What a sweep recovered: jobs handed back to the queue, and crash-looping jobs discarded."""
+
+    reclaimed: int
+    discarded: int
+
+
+class Singleton:
+    """A maintenance lock; ``acquire()`` never blocks and says whether this process holds it.
+
+    A holder calls ``acquire()`` before each round of work (it is cheap and re-entrant) so
+    that a lock lost with its connection is noticed, and ``release()`` when it stops.
+    """
+
+    def acquire(self) -> bool:
+        return True
+
+    def release(self) -> None:
+        """Give the lock up (idempotent)."""
+
+
 class Driver:
     """Base class of database drivers; subclasses set ``name`` and implement ``open``."""
 
@@ -309,6 +331,60 @@ class Driver:
 
     # -- maintenance -----------------------------------------------------------
 
+    def sweep(self, db: Database, now: datetime, batch_size: int = 1000) -> SweepResult:
+        """Recover jobs whose lease expired (their process died or froze), in bounded batches.
+
+        Each batch is one transaction: a job with attempts left goes back to ``available``;
+        one whose attempts are used up (it keeps killing its process) is ``discarded``. Every
+        ``started`` run of a recovered job is marked ``crashed``.
+        """
+        total = SweepResult(reclaimed=0, discarded=0)
+        while True:
+            batch = self._sweep_batch(db, now, batch_size)
+            total = SweepResult(reclaimed=total.reclaimed + batch.reclaimed,
+                                discarded=total.discarded + batch.discarded)
+            if batch.reclaimed + batch.discarded < batch_size:
+                return total
+
+    def _sweep_batch(self, db: Database, now: datetime, batch_size: int) -> SweepResult:
+        Job, JobRun = db.Job, db.JobRun
+        with db.atomic():
+            expired = list(
+                Job.select(Job.id, Job.attempt, Job.max_attempts)
+                .where(Job.state == JobState.RUNNING.value, Job.leased_until < now, Job.deleted_at.is_null())
+                .order_by(Job.leased_until)
+                .limit(batch_size)
+                .tuples()
+            )
+            return self._recover(db, now, expired)
+
+    def _recover(self, db: Database, now: datetime, expired: Sequence[tuple[str, int, int]]) -> SweepResult:
+        """Apply the sweep's transitions to ``(id, attempt, max_attempts)`` rows already locked."""
+        Job, JobRun = db.Job, db.JobRun
+        spent = [job_id for job_id, attempt, max_attempts in expired if attempt >= max_attempts]
+        retry = [job_id for job_id, attempt, max_attempts in expired if attempt < max_attempts]
+        running = (Job.state == JobState.RUNNING.value) & (Job.leased_until < now)
+        if retry:
+            Job.update(state=JobState.AVAILABLE.value, leased_until=None, lease_token=None, updated_at=now).where(
+                Job.id.in_(retry), running).execute()
+        if spent:
+            Job.update(state=JobState.DISCARDED.value, leased_until=None, lease_token=None, updated_at=now,
+                       finalized_at=now).where(Job.id.in_(spent), running).execute()
+        if expired:
+            JobRun.update(outcome=RunOutcome.CRASHED.value, finished_at=now,
+                          error_message="jobs: lease expired; the attempt's process "
+                          "stopped renewing it (crashed, killed or frozen)").where(
+                JobRun.job_id.in_([row[0] for row in expired]), JobRun.outcome == RunOutcome.STARTED.value).execute()
+        return SweepResult(reclaimed=len(retry), discarded=len(spent))
+
+    def singleton(self, db: Database, name: str) -> Singleton:
+        """A lock that at most one process holds at a time, for maintenance such as the scheduler.
+
+        The default coordinates nothing (every caller holds it); drivers override it with an
+        advisory lock (PostgreSQL) or a file lock (SQLite).
+        """
+        return Singleton()
+
     def count_active(self, db: Database, queues: Sequence[str] | None, executor_class: str | None) -> int:
         """Non-terminal jobs in ``queues`` (all when None) claimable by ``executor_class``."""
         Job = db.Job
@@ -370,5 +446,6 @@ class ProcessLock:
 
 
 __all__ = [
-    "ClaimRequest", "ClaimedJob", "Driver", "FinalizePlan", "FinalizeResult", "ProcessLock",
+    "ClaimRequest", "ClaimedJob", "Driver", "FinalizePlan", "FinalizeResult", "ProcessLock", "Singleton",
+    "SweepResult",
 ]

@@ -1,0 +1,121 @@
+"""Shared fixtures: every database test runs on a fresh SQLite file and a fresh PostgreSQL schema.
+
+PostgreSQL comes from ``FLYWHEEL_TEST_PG_URL`` (default: the local server's
+``flywheel_test`` database). When it cannot be reached the PostgreSQL half is skipped,
+except under ``CI=true``, where that is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+import flywheel
+
+PG_URL = os.environ.get("FLYWHEEL_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/flywheel_test")
+ON_CI = os.environ.get("CI", "").lower() == "true"
+DIALECTS = ["sqlite", "postgres"]
+
+
+def _pg_admin() -> Any:
+    import psycopg2
+
+    return psycopg2.connect(PG_URL, connect_timeout=3)
+
+
+_pg_error: str | None = None
+_pg_checked = False
+
+
+def pg_available() -> bool:
+    global _pg_checked, _pg_error
+    if not _pg_checked:
+        _pg_checked = True
+        try:
+            _pg_admin().close()
+        except Exception as exc:  # noqa: BLE001
+            _pg_error = f"{type(exc).__name__}: {exc}"
+    return _pg_error is None
+
+
+def require_pg() -> None:
+    if not pg_available():
+        message = f"PostgreSQL unreachable at {PG_URL}: {_pg_error}"
+        if ON_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture
+def pg_schema_url() -> Iterator[str]:
+    """A URL whose connections live in a fresh schema, dropped afterwards."""
+    require_pg()
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    conn = _pg_admin()
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE SCHEMA {schema}")
+    separator = "&" if "?" in PG_URL else "?"
+    yield f"{PG_URL}{separator}options={quote(f'-csearch_path={schema}')}"
+    with conn.cursor() as cur:
+        cur.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    conn.close()
+
+
+@pytest.fixture(params=DIALECTS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh database URL, once per dialect."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'flywheel.db'}"
+    return request.getfixturevalue("pg_schema_url")  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[flywheel.Database]:
+    database = flywheel.connect(db_url)
+    flywheel.migrate(database)
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path) -> Iterator[flywheel.Database]:
+    database = flywheel.connect(f"sqlite:///{tmp_path / 'flywheel.db'}")
+    flywheel.migrate(database)
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def registry() -> flywheel.Registry:
+    return flywheel.Registry()
+
+
+@pytest.fixture
+def client(db: flywheel.Database, registry: flywheel.Registry) -> flywheel.Client:
+    return flywheel.Client(db, registry=registry)
+
+
+@pytest.fixture
+def make_runner(db: flywheel.Database, registry: flywheel.Registry) -> Callable[..., flywheel.Runner]:
+    def make(**options: Any) -> flywheel.Runner:
+        options.setdefault("poll_interval", 0.02)
+        options.setdefault("retry_backoff_base", 0.001)
+        options.setdefault("max_retry_backoff", 0.01)
+        return flywheel.Runner(db, registry, **options)
+
+    return make
+
+
+@pytest.fixture
+def clock() -> Iterator[flywheel.FixedClock]:
+    fixed = flywheel.FixedClock(datetime(2026, 1, 1, tzinfo=UTC))
+    with flywheel.use_clock(fixed):
+        yield fixed
