@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import cattrs
 
 from flywheel import clock, transitions
 from flywheel.client import build_job_row, kind_of
@@ -87,7 +88,7 @@ def _resolve(runner: Runner, claimed: ClaimedJob) -> tuple[Registered, Any]:
     try:
         return entry, load_args(claimed.args, entry.args_type)
     except Exception as exc:
-        raise InvalidJob(f"jobs: decode args for kind {claimed.kind!r}: {exc}") from exc
+        raise InvalidJob(f"jobs: decode args for kind {claimed.kind!r}: {describe_decode_error(exc)}") from exc
 
 
 def _job(runner: Runner, claimed: ClaimedJob, args: Any, lease: Lease) -> Job[Any]:
@@ -222,6 +223,13 @@ def _follow_up_rows(parent: ClaimedJob, follow_ups: list[FollowUp], now: datetim
         )
         rows.append(build_job_row(kind, args_json, opts, now))
     return rows
+
+
+def describe_decode_error(exc: BaseException) -> str:
+    """cattrs' nested errors as one line naming each bad field."""
+    if isinstance(exc, cattrs.BaseValidationError):
+        return "; ".join(cattrs.transform_error(exc))
+    return f"{type(exc).__name__}: {exc}"
 
 
 def error_text(error: BaseException) -> str:

@@ -138,6 +138,22 @@ class Runner:
             self._shutdown()
         return self._runs_written - before
 
+    def run_available(self) -> int:
+        """Run the jobs that are due now until none is left due; return the run rows written.
+
+        Unlike :meth:`run_until_idle` it never waits for jobs scheduled later (retries,
+        snoozes), so it suits cron-style invocations and tests driven by a fixed clock.
+        """
+        stop = threading.Event()
+        self._start()
+        before = self._runs_written
+        try:
+            while not self._stop.is_set() and not self._step(stop, until_empty=True):
+                pass
+        finally:
+            self._shutdown()
+        return self._runs_written - before
+
     def stop(self) -> None:
         """Stop claiming; ``run`` returns once in-flight work is finalised."""
         self._stop.set()
@@ -183,8 +199,8 @@ class Runner:
 
     # -- the claim loop ----------------------------------------------------------
 
-    def _step(self, stop: threading.Event, *, idle_check: bool = False) -> bool:
-        """One pass of the claim loop; returns True when ``idle_check`` finds nothing left."""
+    def _step(self, stop: threading.Event, *, idle_check: bool = False, until_empty: bool = False) -> bool:
+        """One pass of the claim loop; True when ``idle_check``/``until_empty`` finds nothing left."""
         free = self._wait_for_slot(stop)
         if free == 0:
             return False
@@ -198,6 +214,9 @@ class Runner:
             for job, lease in claimed:
                 self._dispatch(job, lease)
             return False
+        if until_empty:
+            self.wait_idle()
+            return self.in_flight == 0 and not self._claim_would_find_work()
         if not idle_check:
             self.db.driver.wait_for_work(self.db, self.queues, self.poll_interval.total_seconds())
             return False
@@ -245,6 +264,11 @@ class Runner:
             self._release(job.id)
             return
         self._finished.put(attempt)
+
+    def _claim_would_find_work(self) -> bool:
+        executor = None if self.claim_any_class else self.executor_class
+        next_due = self.db.driver.next_due(self.db, self.queues, executor)
+        return next_due is not None and next_due <= clock.now()
 
     def _idle_or_wait(self) -> bool:
         self.wait_idle()

@@ -1,0 +1,31 @@
+"""Small readers used by the tests: raw rows straight from the tables."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flywheel
+
+
+def job_row(db: flywheel.Database, job_id: str) -> dict[str, Any]:
+    row = db.Job.select().where(db.Job.id == job_id).dicts().get()
+    return dict(row)
+
+
+def run_rows(db: flywheel.Database, job_id: str) -> list[dict[str, Any]]:
+    Run = db.JobRun
+    return [dict(r) for r in Run.select().where(Run.job_id == job_id).order_by(Run.attempt).dicts()]
+
+
+def states(db: flywheel.Database) -> dict[str, int]:
+    return flywheel.overview(db).counts_by_state
+
+
+def in_thread(fn: Any, *args: Any) -> Any:
+    """Start ``fn`` in a thread that sees this thread's context (its clock, its request id)."""
+    import contextvars
+    import threading
+
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(fn, *args), daemon=True)
+    thread.start()
+    return thread
