@@ -1,0 +1,82 @@
+"""A runner process driven by the harness over stdin/stdout.
+
+``python -m bench.child --db URL --concurrency C [--poll-interval S] [--record-finish]``
+
+It connects, builds its Runner, prints ``ready`` and waits for ``go`` on stdin, so
+imports and connection set-up are not timed. It runs until ``stop`` (or end of input),
+lets the runner finish its in-flight work, and prints ``done`` as a JSON line; with
+``--record-finish`` that line carries, per job id, the wall-clock instant at which the
+job's finalisation had committed (taken in a ``flywheel_on_finish`` observer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from typing import Any
+
+import flywheel
+from flywheel.plugins import register
+
+from bench.workload import QUEUE, make_registry
+
+
+class FinishRecorder:
+    """An observer plugin: when each job's finalisation committed (time.time())."""
+
+    def __init__(self) -> None:
+        self.finished: dict[str, float] = {}
+
+    @flywheel.hookimpl
+    def flywheel_on_finish(self, event: Any) -> None:
+        self.finished[event.job_id] = time.time()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.child")
+    parser.add_argument("--db", required=True)
+    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--poll-interval", type=float, default=None, help="seconds; default: the Runner's")
+    parser.add_argument("--record-finish", action="store_true")
+    args = parser.parse_args(argv)
+
+    recorder = None
+    if args.record_finish:
+        recorder = FinishRecorder()
+        register(recorder, name="bench-finish-recorder")
+    db = flywheel.connect(args.db)
+    options: dict[str, Any] = {"queues": (QUEUE,), "concurrency": args.concurrency}
+    if args.poll_interval is not None:
+        options["poll_interval"] = args.poll_interval
+    runner = flywheel.Runner(db, make_registry(), **options)
+    flywheel.count_active_jobs(db)  # opens this thread's connection before the clock starts
+
+    print("ready", flush=True)
+    line = sys.stdin.readline().strip()
+    if line != "go":
+        return 0
+    stop = threading.Event()
+
+    def watch_stdin() -> None:
+        for command in sys.stdin:
+            if command.strip() == "stop":
+                break
+        stop.set()
+        runner.stop()
+
+    threading.Thread(target=watch_stdin, name="bench-stdin", daemon=True).start()
+    runner.run(stop)
+    done: dict[str, Any] = {"done": True}
+    if recorder is not None:
+        done["finished"] = recorder.finished
+    sys.stdout.write(json.dumps(done) + "\n")
+    sys.stdout.flush()
+    db.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
