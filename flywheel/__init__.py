@@ -29,6 +29,7 @@ from flywheel.errors import (
 from flywheel.events import ClaimEvent, FinishEvent, JobEvent, RetryEvent
 from flywheel.ids import new_id
 from flywheel.jobs import Cancel, FollowUp, InsertOpts, Job, Permanent, Result, Snooze
+from flywheel.node import HealthConfig, Node, RunnerConfig, SchedulerConfig
 from flywheel.ops import (
     cancel_job,
     count_active_jobs,
@@ -46,6 +47,7 @@ from flywheel.ops import (
 from flywheel.plugins import hookimpl
 from flywheel.registry import Registry, Worker
 from flywheel.runner import Runner
+from flywheel.scheduler import Scheduler
 from flywheel.schedules import (
     PeriodicSpec,
     delete_periodic,
@@ -60,10 +62,11 @@ __version__ = "0.1.0"
 __all__ = [
     "ANY_CLASS", "DEFAULT_URL", "AlreadyEnqueued", "Cancel", "ClaimEvent", "Client", "Clock", "Database",
     "DatabaseError", "DuplicateKey", "DuplicateKind", "ErrorClass", "FailureView", "FinishEvent", "FixedClock",
-    "FlywheelError", "FollowUp", "ForeignKeyViolation", "InsertOpts", "Job", "JobArgsView", "JobEvent",
-    "JobNotFound", "JobRunView", "JobState", "JobTerminal", "JobView", "JobsOverview", "MissingKind",
-    "PeriodicNotFound", "PeriodicSpec", "PeriodicView", "Permanent", "QueueHealth", "Registry", "Result",
-    "RetryEvent", "RunOutcome", "Runner", "Snooze", "SystemClock", "UnknownKind", "ValidationError", "Worker",
+    "FlywheelError", "FollowUp", "ForeignKeyViolation", "HealthConfig", "InsertOpts", "Job", "JobArgsView",
+    "JobEvent", "JobNotFound", "JobRunView", "JobState", "JobTerminal", "JobView", "JobsOverview", "MissingKind",
+    "Node", "PeriodicNotFound", "PeriodicSpec", "PeriodicView", "Permanent", "QueueHealth", "Registry", "Result",
+    "RetryEvent", "RunOutcome", "Runner", "RunnerConfig", "Scheduler", "SchedulerConfig", "Snooze", "SystemClock",
+    "UnknownKind", "ValidationError", "Worker",
     "__version__", "cancel_job", "connect", "count_active_jobs", "count_runs", "current_clock",
     "delete_finished_jobs", "delete_periodic", "find_job", "hookimpl", "list_active_by_kind", "list_jobs",
     "list_periodics", "list_runs", "migrate", "models", "new_id", "non_terminal_states", "overview",

@@ -316,6 +316,9 @@ class Driver:
             for start in range(0, len(plan.follow_ups), self.chunk_size):
                 children += len(self.insert_jobs(db, plan.follow_ups[start : start + self.chunk_size]))
             self.notify(db, {row["queue"] for row in plan.follow_ups})
+        run = JobRun.id == plan.run_id
+        if superseded:  # keep a verdict already recorded (the sweep's or a release's ``crashed``)
+            run &= JobRun.outcome == RunOutcome.STARTED.value
         JobRun.update(
             outcome=plan.outcome.value,
             finished_at=plan.finished_at,
@@ -326,7 +329,7 @@ class Driver:
             error_message=plan.error_message,
             error_payload=None if plan.error_message is None else {"message": plan.error_message},
             output=plan.output_json,
-        ).where(JobRun.id == plan.run_id).execute()
+        ).where(run).execute()
         return FinalizeResult(job_id=plan.job_id, superseded=superseded, enqueued_children=children)
 
     # -- maintenance -----------------------------------------------------------

@@ -79,13 +79,19 @@ class Cadence:
             if fire > end:
                 return list(due), fire
             due.append(fire)
-            if steps > _MAX_CRON_STEPS:  # centuries behind: skip ahead to the recent past
-                return self.fires_between(self._recent_fire(end, cap), end, cap)
+            if steps > _MAX_CRON_STEPS:  # far behind: skip ahead to the recent past
+                spacing = (fire - start) / (steps + 1)
+                return self.fires_between(self._recent_fire(end, spacing * cap * 4), end, cap)
         raise AssertionError("unreachable")
 
-    def _recent_fire(self, end: datetime, cap: int) -> datetime:
-        back = end - timedelta(days=1)
-        return self.next_after(back)
+    def _recent_fire(self, end: datetime, window: timedelta) -> datetime:
+        """A fire at or before ``end``, about ``window`` before it (further back if none is)."""
+        window = max(window, timedelta(days=1))
+        while True:
+            fire = self.next_after(end - window)
+            if fire <= end:
+                return fire
+            window *= 2
 
 
 def validate(spec: PeriodicSpec) -> Cadence:
@@ -168,12 +174,19 @@ def upsert_periodic(db: Database, spec: PeriodicSpec) -> PeriodicView:
             "updated_at": now,
         }
         if not same_cadence:
-            values["next_run_at"] = cadence.next_after(now)
+            values["next_run_at"] = _first_fire(cadence, now, spec.cron)
         if row is None:
             Periodic.insert(id=new_id(), slug=spec.slug, created_at=now, **values).execute()
         else:
             Periodic.update(**values).where(Periodic.id == row.id).execute()
     return find_periodic(db, spec.slug)
+
+
+def _first_fire(cadence: Cadence, now: datetime, expression: str | None) -> datetime:
+    try:
+        return cadence.next_after(now)
+    except (ValueError, KeyError, ArithmeticError) as exc:  # croniter: a date that never comes (Feb 30)
+        raise ValidationError("cron", f"never fires: {expression!r}") from exc
 
 
 def cadence_of(row: Any) -> Cadence:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import peewee
 
-from flywheel.driver import Driver, ProcessLock
+from flywheel.driver import Driver, ProcessLock, Singleton
 from flywheel.plugins import hookimpl
 
 if TYPE_CHECKING:
@@ -143,3 +143,67 @@ class SQLiteDriver(Driver):
         except peewee.PeeweeException:
             return None
         return int(row[0]) if row else None
+
+    # -- maintenance lock ------------------------------------------------------
+
+    def singleton(self, db: Database, name: str) -> Singleton:
+        """An exclusive ``flock`` on ``<db file>.<name>.lock`` (``flywheel.db.scheduler.lock``).
+
+        Every process on one machine sharing the file sees it; a dead process's lock goes
+        with it. Where ``fcntl`` does not exist (Windows) every caller holds it: run one
+        scheduler per SQLite file there.
+        """
+        try:
+            import fcntl  # noqa: F401
+        except ImportError:
+            return super().singleton(db, name)
+        return FileLockSingleton(f"{self.path}.{name.removeprefix('flywheel-')}.lock")
+
+
+class FileLockSingleton(Singleton):
+    """A non-blocking ``flock`` held on a dedicated file descriptor until :meth:`release`.
+
+    ``acquire()`` also checks that the locked file is still the one at ``path`` (someone
+    may have deleted it), and takes the new one if not.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd: int | None = None
+        self._guard = threading.Lock()
+
+    def acquire(self) -> bool:
+        import fcntl
+
+        with self._guard:
+            if self._fd is not None:
+                if self._still_ours(self._fd):
+                    return True
+                self._close()
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                return False
+            with contextlib.suppress(OSError):  # who holds it, for an operator looking at the file
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            self._fd = fd
+            return True
+
+    def release(self) -> None:
+        with self._guard:
+            self._close()
+
+    def _still_ours(self, fd: int) -> bool:
+        try:
+            return os.fstat(fd).st_ino == os.stat(self.path).st_ino
+        except OSError:
+            return False
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None

@@ -1,0 +1,97 @@
+"""What a :class:`~flywheel.node.Node` is made of: ``RunnerConfig``, ``SchedulerConfig``, ``HealthConfig``.
+
+``RunnerConfig`` and ``SchedulerConfig`` take exactly the keyword arguments of
+:class:`~flywheel.runner.Runner` and :class:`~flywheel.scheduler.Scheduler` (minus ``db``
+and ``registry``), with the same defaults; durations are normalised to ``timedelta`` (a
+number is seconds). Validation beyond that happens when the node builds its components.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from flywheel.durations import to_timedelta
+from flywheel.runner import MAX_POLL_BACKOFF, Runner
+from flywheel.scheduler import DEFAULT_BACKFILL_CAP, Scheduler
+
+if TYPE_CHECKING:
+    import pluggy
+
+    from flywheel.db import Database
+    from flywheel.registry import Registry
+
+
+def _duration(field: str) -> Any:
+    def convert(value: timedelta | float | None) -> timedelta | None:
+        return to_timedelta(value, field=field)
+
+    return convert
+
+
+def _queues(value: str | Sequence[str]) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+@attrs.frozen(kw_only=True)
+class RunnerConfig:
+    """The settings of one :class:`~flywheel.runner.Runner` in a node."""
+
+    queues: tuple[str, ...] = attrs.field(default=("default",), converter=_queues)
+    concurrency: int = 1
+    executor_class: str = ""
+    claim_any_class: bool = False
+    lease: timedelta = attrs.field(default=timedelta(seconds=30), converter=_duration("lease"))
+    poll_interval: timedelta = attrs.field(default=timedelta(milliseconds=250), converter=_duration("poll_interval"))
+    retry_backoff_base: timedelta = attrs.field(default=timedelta(seconds=1),
+                                                converter=_duration("retry_backoff_base"))
+    max_retry_backoff: timedelta = attrs.field(default=timedelta(hours=1), converter=_duration("max_retry_backoff"))
+    default_timeout: timedelta | None = attrs.field(default=None, converter=_duration("default_timeout"))
+    heartbeat_interval: timedelta | None = attrs.field(default=None, converter=_duration("heartbeat_interval"))
+    max_poll_backoff: timedelta = attrs.field(default=MAX_POLL_BACKOFF, converter=_duration("max_poll_backoff"))
+    logger: logging.Logger | None = None
+    pm: pluggy.PluginManager | None = None
+
+    def build(self, db: Database, registry: Registry, *, pm: pluggy.PluginManager | None = None) -> Runner:
+        """A runner with these settings (``pm`` fills in an unset ``pm``)."""
+        options = attrs.asdict(self, recurse=False)
+        options["pm"] = self.pm or pm
+        return Runner(db, registry, **options)
+
+
+@attrs.frozen(kw_only=True)
+class SchedulerConfig:
+    """The settings of a node's :class:`~flywheel.scheduler.Scheduler`."""
+
+    tick_interval: timedelta = attrs.field(default=timedelta(seconds=1), converter=_duration("tick_interval"))
+    sweep_interval: timedelta = attrs.field(default=timedelta(seconds=30), converter=_duration("sweep_interval"))
+    backfill_cap: int = DEFAULT_BACKFILL_CAP
+    retention: timedelta | None = attrs.field(default=None, converter=_duration("retention"))
+    retention_interval: timedelta = attrs.field(default=timedelta(hours=1), converter=_duration("retention_interval"))
+    health_sample_interval: timedelta | None = attrs.field(default=None,
+                                                           converter=_duration("health_sample_interval"))
+    logger: logging.Logger | None = None
+    pm: pluggy.PluginManager | None = None
+
+    def build(self, db: Database, *, pm: pluggy.PluginManager | None = None) -> Scheduler:
+        """A scheduler with these settings (``pm`` fills in an unset ``pm``)."""
+        options = attrs.asdict(self, recurse=False)
+        options["pm"] = self.pm or pm
+        return Scheduler(db, **options)
+
+
+@attrs.frozen(kw_only=True)
+class HealthConfig:
+    """Where a health service listens (``"host:port"``); None serves nothing.
+
+    The node only carries it: a service plugin (``flywheel_services``) reads ``node.health``.
+    """
+
+    addr: str | None = None
+
+
+__all__ = ["HealthConfig", "RunnerConfig", "SchedulerConfig"]
