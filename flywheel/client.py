@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +29,10 @@ def kind_of(args: object) -> str:
 
 
 def build_job_row(kind: str, args_json: str, opts: InsertOpts, now: datetime) -> dict[str, Any]:
-    """Validate one insert and return its complete ``jobs`` row; nothing is written."""
+    """Validate one insert and return its complete ``jobs`` row; nothing is written.
+
+    JSON columns (``args``, ``metadata``, ``tags``) hold JSON text, ready to store.
+    """
     if not isinstance(kind, str) or not kind.strip():
         raise ValidationError("kind", "must be a non-empty string")
     queue = DEFAULT_QUEUE if opts.queue is None else opts.queue
@@ -55,7 +59,7 @@ def build_job_row(kind: str, args_json: str, opts: InsertOpts, now: datetime) ->
         "id": new_id(),
         "created_at": now,
         "updated_at": now,
-        "metadata": {"request_id": request_id} if request_id else {},
+        "metadata": json.dumps({"request_id": request_id}) if request_id else "{}",
         "kind": kind,
         "queue": queue,
         "args": args_json,
@@ -72,9 +76,12 @@ def build_job_row(kind: str, args_json: str, opts: InsertOpts, now: datetime) ->
         "parent_job_id": opts.parent,
         "executor_class": opts.executor_class or "",
         "finalized_at": None,
-        "tags": tags,
+        "tags": json.dumps(tags) if tags else "[]",
         "deleted_at": None,
     }
+
+
+_NO_OPTS = InsertOpts()
 
 
 class Client:
@@ -101,10 +108,11 @@ class Client:
         anything is written; a bad one raises ``ValidationError`` naming its index.
         """
         rows = []
+        now = clock.now()  # one instant for the batch: its rows keep their order in the claim
         for index, item in enumerate(items):
-            args, opts = item if isinstance(item, tuple) else (item, InsertOpts())
+            args, opts = item if isinstance(item, tuple) else (item, _NO_OPTS)
             try:
-                rows.append(self._row(kind_of(args), dump_args(args), opts))
+                rows.append(self._row(kind_of(args), dump_args(args), opts, now))
             except ValidationError as exc:
                 raise ValidationError(exc.field, f"{exc.message} (item {index})") from exc
         if not rows:
@@ -114,12 +122,12 @@ class Client:
 
     # -- internals -------------------------------------------------------------
 
-    def _row(self, kind: str, args_json: str, opts: InsertOpts) -> dict[str, Any]:
+    def _row(self, kind: str, args_json: str, opts: InsertOpts, now: datetime | None = None) -> dict[str, Any]:
         if self.registry is not None and (entry := self.registry.find(kind)) is not None:
             defaults = entry.call("defaults")
             if defaults is not None:
                 opts = defaults.overlay(opts)
-        return build_job_row(kind, args_json, opts, clock.now())
+        return build_job_row(kind, args_json, opts, now or clock.now())
 
     def _insert_row(self, row: dict[str, Any]) -> str:
         if row["id"] in self.db.driver.enqueue(self.db, [row]):
@@ -139,8 +147,3 @@ def existing_job_id(db: Database, row: dict[str, Any]) -> str | None:
         )
     found = query.first()
     return None if found is None else str(found.id)
-
-
-def chunked(rows: Sequence[dict[str, Any]], size: int) -> Iterable[Sequence[dict[str, Any]]]:
-    for start in range(0, len(rows), size):
-        yield rows[start : start + size]

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import peewee
 
-from flywheel.enums import ACTIVE_STATES, CLAIMABLE_STATES, JobState, RunOutcome
-from flywheel.models import index_ddl
+from flywheel.enums import ACTIVE_STATES, JobState, RunOutcome
+from flywheel import sql
+from flywheel.models import IS_CLAIMABLE, IS_RUNNING, index_ddl
 
 if TYPE_CHECKING:
     from flywheel.db import Database
@@ -167,15 +168,15 @@ class Driver:
         """Insert ``rows`` skipping unique collisions; return the ids that landed.
 
         Called inside a transaction. ``rows`` hold every column and carry their own ids.
+        Ids are read back only when a row carries a unique key (otherwise all land).
         """
         if not rows:
             return set()
-        query = db.Job.insert_many(list(rows)).on_conflict_ignore()
-        if not any(r.get("unique_key") or r.get("unique_active_key") for r in rows):
-            query.execute()
+        returning = any(r.get("unique_key") or r.get("unique_active_key") for r in rows)
+        cursor = db.pw.execute_sql(sql.insert_jobs(db.pw.param, len(rows), returning), sql.job_params(rows))
+        if not returning:
             return {r["id"] for r in rows}
-        cursor = query.returning(db.Job.id).tuples().execute()
-        return {row[0] for row in cursor}
+        return {row[0] for row in cursor.fetchall()}
 
     def enqueue(self, db: Database, rows: Sequence[dict[str, Any]]) -> set[str]:
         """Insert validated rows in one transaction, in chunks, and wake their runners at commit."""
@@ -206,39 +207,22 @@ class Driver:
         Portable form: the due rows are picked and updated in one write transaction,
         which is exclusive on SQLite. A database with row locks must override this.
         """
-        Job, JobRun = db.Job, db.JobRun
+        by_class = not request.claim_any_class
+        params: list[Any] = [sql.db_value(request.lease_until), request.lease_token, sql.db_value(request.now),
+                             *request.queues, sql.db_value(request.now)]
+        if by_class:
+            params.append(request.executor_class)
+        params.append(request.limit)
         with db.atomic():
-            due = self._due_query(db, request).select(Job.id)
-            updated = (
-                Job.update(
-                    state=JobState.RUNNING.value,
-                    attempt=Job.attempt + 1,
-                    leased_until=request.lease_until,
-                    lease_token=request.lease_token,
-                    updated_at=request.now,
-                )
-                .where(Job.id.in_(due))
-                .returning(*_CLAIM_COLUMNS(Job))
-                .dicts()
-                .execute()
-            )
-            rows = sorted(updated, key=lambda r: (r["priority"], r["scheduled_at"], r["id"]))
+            cursor = db.pw.execute_sql(sql.claim(db.pw.param, len(request.queues), by_class), params)
+            rows = [dict(zip(sql.CLAIM_RETURNING, row, strict=True)) for row in cursor.fetchall()]
+            rows.sort(key=lambda r: (r["priority"], str(r["scheduled_at"]), r["id"]))
             claimed = [_claimed(row, request, run_id) for row, run_id in zip(rows, request.run_ids, strict=False)]
             if claimed:
-                JobRun.insert_many([_run_stub(c, request) for c in claimed]).execute()
+                stubs = [_run_stub(c, request) for c in claimed]
+                db.pw.execute_sql(sql.insert_run_stubs(db.pw.param, len(stubs)),
+                                  [sql.db_value(stub[c]) for stub in stubs for c in sql.RUN_STUB_COLUMNS])
         return claimed
-
-    def _due_query(self, db: Database, request: ClaimRequest) -> peewee.ModelSelect:
-        Job = db.Job
-        query = Job.select().where(
-            Job.state.in_([s.value for s in CLAIMABLE_STATES]),
-            Job.deleted_at.is_null(),
-            Job.queue.in_(list(request.queues)),
-            Job.scheduled_at <= request.now,
-        )
-        if not request.claim_any_class:
-            query = query.where(Job.executor_class.in_([request.executor_class, ""]))
-        return query.order_by(Job.priority, Job.scheduled_at, Job.id).limit(request.limit)
 
     # -- leases ----------------------------------------------------------------
 
@@ -246,20 +230,15 @@ class Driver:
         self, db: Database, leases: Sequence[tuple[str, str]], until: datetime, now: datetime
     ) -> set[str]:
         """Extend the leases of ``(job_id, token)`` pairs still held; return the held ids."""
-        Job = db.Job
         held: set[str] = set()
         by_token: dict[str, list[str]] = {}
         for job_id, token in leases:
             by_token.setdefault(token, []).append(job_id)
         with db.atomic():
             for token, ids in by_token.items():
-                query = (
-                    Job.update(leased_until=until, updated_at=now)
-                    .where(Job.id.in_(ids), Job.state == JobState.RUNNING.value, Job.lease_token == token)
-                    .returning(Job.id)
-                    .tuples()
-                )
-                held.update(row[0] for row in query.execute())
+                cursor = db.pw.execute_sql(sql.renew_leases(db.pw.param, len(ids)),
+                                           [sql.db_value(until), sql.db_value(now), *ids, token])
+                held.update(row[0] for row in cursor.fetchall())
         return held
 
     def release_leases(self, db: Database, leases: Sequence[tuple[str, str]], now: datetime) -> int:
@@ -292,44 +271,23 @@ class Driver:
             return [self._finalize_one(db, plan) for plan in plans]
 
     def _finalize_one(self, db: Database, plan: FinalizePlan) -> FinalizeResult:
-        Job, JobRun = db.Job, db.JobRun
-        changes: dict[Any, Any] = {
-            Job.state: plan.state.value,
-            Job.updated_at: plan.finished_at,
-            Job.leased_until: None,
-            Job.lease_token: None,
-        }
+        params: list[Any] = [plan.state.value, sql.db_value(plan.finished_at)]
         if plan.scheduled_at is not None:
-            changes[Job.scheduled_at] = plan.scheduled_at
+            params.append(sql.db_value(plan.scheduled_at))
         if plan.finalized_at is not None:
-            changes[Job.finalized_at] = plan.finalized_at
-        if plan.bump_max_attempts:
-            changes[Job.max_attempts] = Job.max_attempts + 1
-        count = (
-            Job.update(changes)
-            .where(Job.id == plan.job_id, Job.state == JobState.RUNNING.value, Job.lease_token == plan.lease_token)
-            .execute()
-        )
-        superseded = count == 0
+            params.append(sql.db_value(plan.finalized_at))
+        params += [plan.job_id, plan.lease_token]
+        statement = sql.finalize_job(db.pw.param, plan.scheduled_at is not None, plan.finalized_at is not None,
+                                     plan.bump_max_attempts)
+        superseded = db.pw.execute_sql(statement, params).rowcount == 0
         children = 0
         if not superseded and plan.follow_ups:
             for start in range(0, len(plan.follow_ups), self.chunk_size):
                 children += len(self.insert_jobs(db, plan.follow_ups[start : start + self.chunk_size]))
             self.notify(db, {row["queue"] for row in plan.follow_ups})
-        run = JobRun.id == plan.run_id
-        if superseded:  # keep a verdict already recorded (the sweep's or a release's ``crashed``)
-            run &= JobRun.outcome == RunOutcome.STARTED.value
-        JobRun.update(
-            outcome=plan.outcome.value,
-            finished_at=plan.finished_at,
-            duration_ms=plan.duration_ms,
-            cost_micros=plan.cost_micros,
-            enqueued_children=children,
-            error_class=plan.error_class,
-            error_message=plan.error_message,
-            error_payload=None if plan.error_message is None else {"message": plan.error_message},
-            output=plan.output_json,
-        ).where(run).execute()
+        # A fenced attempt keeps a verdict already recorded (the sweep's or a release's
+        # ``crashed``), so a job has one success row at most; otherwise its real outcome lands.
+        db.pw.execute_sql(sql.finalize_run(db.pw.param, superseded), run_params(plan, children))
         return FinalizeResult(job_id=plan.job_id, superseded=superseded, enqueued_children=children)
 
     # -- maintenance -----------------------------------------------------------
@@ -354,7 +312,7 @@ class Driver:
         with db.atomic():
             expired = list(
                 Job.select(Job.id, Job.attempt, Job.max_attempts)
-                .where(Job.state == JobState.RUNNING.value, Job.leased_until < now, Job.deleted_at.is_null())
+                .where(IS_RUNNING, Job.leased_until < now, Job.deleted_at.is_null())
                 .order_by(Job.leased_until)
                 .limit(batch_size)
                 .tuples()
@@ -401,9 +359,7 @@ class Driver:
     def next_due(self, db: Database, queues: Sequence[str], executor_class: str | None) -> datetime | None:
         """The earliest ``scheduled_at`` among claimable jobs of ``queues``."""
         Job = db.Job
-        query = Job.select(Job.scheduled_at).where(
-            Job.state.in_([s.value for s in CLAIMABLE_STATES]), Job.deleted_at.is_null(), Job.queue.in_(list(queues))
-        )
+        query = Job.select(Job.scheduled_at).where(IS_CLAIMABLE, Job.deleted_at.is_null(), Job.queue.in_(list(queues)))
         if executor_class is not None:
             query = query.where(Job.executor_class.in_([executor_class, ""]))
         row = query.order_by(Job.scheduled_at).limit(1).first()
@@ -411,8 +367,14 @@ class Driver:
 
 
 def _CLAIM_COLUMNS(Job: Any) -> tuple[Any, ...]:  # noqa: N802 - reads like the column list it is
-    return (Job.id, Job.kind, Job.queue, Job.args, Job.attempt, Job.max_attempts, Job.timeout_ms,
-            Job.parent_job_id, Job.tags, Job.scheduled_at, Job.metadata, Job.executor_class, Job.priority)
+    return tuple(getattr(Job, name) for name in sql.CLAIM_RETURNING)
+
+
+def run_params(plan: FinalizePlan, children: int) -> list[Any]:
+    """The parameters of :func:`flywheel.sql.finalize_run` for one plan."""
+    payload = None if plan.error_message is None else sql.db_value({"message": plan.error_message})
+    return [plan.outcome.value, sql.db_value(plan.finished_at), plan.duration_ms, plan.cost_micros, children,
+            plan.error_class, plan.error_message, payload, plan.output_json, plan.run_id]
 
 
 def _claimed(row: dict[str, Any], request: ClaimRequest, run_id: str) -> ClaimedJob:

@@ -128,7 +128,7 @@ class LeaseKeeper:
             return
         self._failures = 0
         for lease in leases:
-            if lease.job_id not in held:
+            if lease.job_id not in held and lease.renew:  # not renew: its attempt is being finalised
                 lease.renew = False
                 lease.lost = True
                 lease.cancelled.set()

@@ -70,6 +70,11 @@ CLAIMABLE_SQL = _states(CLAIMABLE_STATES)
 ACTIVE_SQL = _states(ACTIVE_STATES)
 TERMINAL_SQL = _states(TERMINAL_STATES)
 
+# Partial-index predicates as literal SQL: SQLite uses a partial index only when the
+# query's WHERE provably implies the index's, which bound parameters never do.
+IS_CLAIMABLE = peewee.SQL(f"state IN ({CLAIMABLE_SQL})")
+IS_RUNNING = peewee.SQL("state = 'running'")
+
 
 class Job(peewee.Model):
     """A unit of work and its current state (one row per job)."""

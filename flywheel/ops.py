@@ -10,6 +10,7 @@ import peewee
 from flywheel import clock
 from flywheel.enums import ACTIVE_STATES, CLAIMABLE_STATES, TERMINAL_STATES, JobState, RunOutcome
 from flywheel.errors import JobNotFound, JobTerminal
+from flywheel.models import IS_CLAIMABLE
 from flywheel.serde import loads_json
 from flywheel.views import FailureView, JobArgsView, JobRunView, JobsOverview, JobView, QueueHealth
 
@@ -99,7 +100,7 @@ def queue_health(db: Database) -> QueueHealth:
     Job = db.Job
     now = clock.now()
     counts = _counts(db)
-    claimable = _live(db).where(Job.state.in_(_CLAIMABLE))
+    claimable = _live(db).where(IS_CLAIMABLE)
     ready = claimable.where(Job.scheduled_at <= now)
     oldest = ready.select(Job.scheduled_at).order_by(Job.scheduled_at).limit(1).first()
     age = timedelta(0) if oldest is None else max(timedelta(0), now - oldest.scheduled_at)

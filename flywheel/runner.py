@@ -323,6 +323,9 @@ class Runner:
             self._finalize(group)
 
     def _finalize(self, group: list[Attempt]) -> None:
+        for attempt in group:  # finalising clears the lease: stop renewing it first
+            if (lease := self.leases.forget(attempt.claimed.id)) is not None:
+                lease.renew = False
         started = time.monotonic()
         results = self._persist(group)
         elapsed = timedelta(seconds=time.monotonic() - started)
