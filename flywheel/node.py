@@ -209,8 +209,9 @@ class Node:
             runner.stop()
         for runner in self.runners[: len(runner_threads)]:
             runner.wait_idle(_remaining(deadline))
-        for thread in runner_threads:  # the runner commits what finished, then returns
-            thread.join(_remaining(deadline, grace=_JOIN_GRACE_S))
+        for runner, thread in zip(self.runners, runner_threads, strict=False):
+            if not runner.in_flight:  # drained: it returns as soon as its last commits are done
+                thread.join(_remaining(deadline, grace=_JOIN_GRACE_S))
         self._maintenance_stop.set()
         if scheduler_thread is not None:
             scheduler_thread.join(_remaining(deadline, grace=_JOIN_GRACE_S))
