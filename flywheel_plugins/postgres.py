@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import re
@@ -43,7 +44,6 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 import peewee
 
 from flywheel.driver import (
-    _CLAIM_COLUMNS,
     ClaimedJob,
     ClaimRequest,
     Driver,
@@ -51,11 +51,11 @@ from flywheel.driver import (
     FinalizeResult,
     Singleton,
     SweepResult,
-    _claimed,
 )
 from flywheel.enums import CLAIMABLE_STATES
 from flywheel.errors import FlywheelError
-from flywheel.models import to_db_time
+from flywheel.models import from_db_time, to_db_time
+from flywheel.serde import loads_json
 from flywheel.plugins import hookimpl
 
 if TYPE_CHECKING:
@@ -324,30 +324,25 @@ def _as_text(value: str) -> str:
 _CLAIMABLE = ", ".join(f"'{s.value}'" for s in CLAIMABLE_STATES)
 
 
-def _claim_columns() -> list[str]:
-    from flywheel.models import Job
+#: The columns a claim returns (what :class:`~flywheel.driver.ClaimedJob` needs, and the sort key).
+_CLAIM_RETURNING = ("id", "kind", "queue", "args", "attempt", "max_attempts", "timeout_ms", "parent_job_id",
+                    "tags", "scheduled_at", "metadata", "executor_class", "priority")
 
-    return [field.column_name for field in _CLAIM_COLUMNS(Job)]
+
+def _claimed_job(row: dict[str, Any], request: ClaimRequest) -> ClaimedJob:
+    return ClaimedJob(
+        id=row["id"], kind=row["kind"], queue=row["queue"], args=row["args"], attempt=int(row["attempt"]),
+        max_attempts=int(row["max_attempts"]), timeout_ms=row["timeout_ms"], parent_job_id=row["parent_job_id"],
+        tags=list(loads_json(row["tags"]) or []), scheduled_at=from_db_time(row["scheduled_at"]),  # type: ignore[arg-type]
+        metadata=dict(loads_json(row["metadata"]) or {}), executor_class=row["executor_class"] or "",
+        lease_token=request.lease_token, run_id=row["run_id"], started_at=request.now,
+    )
 
 
-#: The claim, in one round trip. ``{queue_filter}`` and ``{class_filter}`` are filled in by
-#: :func:`claim_sql`; every value is a bound parameter.
+#: The claim, in one round trip. ``{due}`` is :data:`_DUE_ONE_QUEUE` or
+#: :data:`_DUE_QUEUES`, completed by :func:`claim_sql`; every value is a bound parameter.
 _CLAIM_SQL = """
-WITH due AS (
-    -- The due rows in claim order. The predicate repeats the jobs_ready index's own
-    -- (state IN claimable AND deleted_at IS NULL), so the planner can use that partial
-    -- index; with one queue its key (queue, priority, scheduled_at, id) yields the rows
-    -- already in order and LIMIT stops after n entries: an empty poll is one index probe.
-    -- The executor class is a cheap filter on the rows, deliberately not an index column.
-    -- SKIP LOCKED steps over rows another claimer holds, so claimers never wait on one
-    -- another and never take the same row.
-    SELECT id FROM jobs
-    WHERE state IN ({claimable}) AND deleted_at IS NULL
-      AND {queue_filter}
-      AND scheduled_at <= %(now)s::timestamptz{class_filter}
-    ORDER BY priority, scheduled_at, id
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
+WITH due AS ({due}
 ), claimed AS (
     -- Lease them: one token for the whole batch (every later write is fenced by id AND token).
     UPDATE jobs
@@ -372,23 +367,48 @@ WITH due AS (
 SELECT * FROM numbered ORDER BY n
 """
 
+#: The due rows of one queue, in claim order. The predicate repeats the jobs_ready index's
+#: own (state IN claimable AND deleted_at IS NULL), so the planner can use that partial
+#: index; its key (queue, priority, scheduled_at, id) yields the rows already in claim order,
+#: so LIMIT stops after n entries and an empty poll is one index probe. The executor class
+#: is a cheap filter on the rows, deliberately not an index column. SKIP LOCKED steps over
+#: rows another claimer holds: claimers never wait on one another, never take the same row.
+_DUE_ONE_QUEUE = """
+    SELECT id FROM jobs
+    WHERE state IN ({claimable}) AND deleted_at IS NULL
+      AND queue = %(queue)s AND scheduled_at <= %(now)s::timestamptz{class_filter}
+    ORDER BY priority, scheduled_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED"""
+
+#: Several queues: ``queue = ANY(...)`` would scan every ready row of those queues and sort
+#: them. Instead, the same ordered, locking index scan runs once per queue (LATERAL) and the
+#: best n of the candidates are kept. Candidates beyond the n stay locked only until this
+#: statement commits; other claimers skip them meanwhile, which is harmless.
+_DUE_QUEUES = """
+    SELECT candidate.id FROM unnest(%(queues)s::text[]) AS q (queue)
+    CROSS JOIN LATERAL (
+        SELECT id, priority, scheduled_at FROM jobs
+        WHERE state IN ({claimable}) AND deleted_at IS NULL
+          AND queue = q.queue AND scheduled_at <= %(now)s::timestamptz{class_filter}
+        ORDER BY priority, scheduled_at, id
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) AS candidate
+    ORDER BY candidate.priority, candidate.scheduled_at, candidate.id
+    LIMIT %(limit)s"""
+
 
 def claim_sql(request: ClaimRequest) -> tuple[str, dict[str, Any]]:
     """The claim statement and its parameters for ``request`` (also used by the EXPLAIN test)."""
-    if len(request.queues) == 1:
-        queue_filter = "queue = %(queue)s"  # equality: an ordered scan of one index range
-    else:
-        # Several queues cannot share one ordered index scan: the planner scans the
-        # jobs_ready ranges of each queue and sorts. Deploy a runner per queue for big backlogs.
-        queue_filter = "queue = ANY(%(queues)s::text[])"
-    class_filter = "" if request.claim_any_class else "\n      AND executor_class IN (%(executor_class)s, '')"
-    sql = _CLAIM_SQL.format(
-        claimable=_CLAIMABLE, queue_filter=queue_filter, class_filter=class_filter,
-        returned=", ".join(f"jobs.{c}" for c in _claim_columns()),
-    )
+    queues = list(dict.fromkeys(request.queues))
+    class_filter = "" if request.claim_any_class else "\n          AND executor_class IN (%(executor_class)s, '')"
+    due = (_DUE_ONE_QUEUE if len(queues) == 1 else _DUE_QUEUES).format(
+        claimable=_CLAIMABLE, class_filter=class_filter)
+    sql = _CLAIM_SQL.format(due=due, returned=", ".join(f"jobs.{c}" for c in _CLAIM_RETURNING))
     params = {
-        "queue": request.queues[0] if request.queues else None,
-        "queues": list(request.queues),
+        "queue": queues[0] if queues else None,
+        "queues": queues,
         "now": to_db_time(request.now),
         "limit": request.limit,
         "lease_until": to_db_time(request.lease_until),
@@ -594,22 +614,19 @@ class PostgresDriver(Driver):
     # -- producing -----------------------------------------------------------------------
 
     def _values_sql(self, db: Database, rows: Sequence[dict[str, Any]]) -> tuple[list[str], bytes]:
-        """Column names and the mogrified ``VALUES`` list of ``rows``."""
+        """Column names and the mogrified ``VALUES`` list of ``rows`` (one C call for the chunk)."""
         fields = db.Job._meta.fields
-        columns = [name for name in fields if name in rows[0]]
-        for row in rows[1:]:
-            if len(row) != len(columns):
-                columns = [name for name in fields if any(name in r for r in rows)]
-                break
-        converters = [_converter(fields[name]) for name in columns]
-        cursor = db.pw.cursor()
-        template = "(" + ",".join(["%s"] * len(columns)) + ")"
+        names = [name for name in fields if name in rows[0]]
+        if any(len(row) != len(names) for row in rows):  # ragged rows: every column any row has
+            names = [name for name in fields if any(name in row for row in rows)]
+            rows = [{name: row[name] if name in row else _default(fields[name]) for name in names} for row in rows]
+        pairs = [(name, _CONVERTERS.get(fields[name].field_type)) for name in names]
         flat: list[Any] = []
         for row in rows:
-            flat.extend(convert(row.get(name, _MISSING), fields[name])
-                        for name, convert in zip(columns, converters, strict=True))
-        values = cursor.mogrify(",".join([template] * len(rows)), flat)
-        return [fields[name].column_name for name in columns], values
+            flat.extend([row[name] if convert is None else convert(row[name]) for name, convert in pairs])
+        template = "(" + ",".join(["%s"] * len(names)) + ")"
+        values = db.pw.cursor().mogrify(",".join([template] * len(rows)), flat)
+        return [fields[name].column_name for name in names], values
 
     def insert_jobs(self, db: Database, rows: Sequence[dict[str, Any]]) -> set[str]:
         """One multi-row ``INSERT … ON CONFLICT DO NOTHING RETURNING id`` per chunk."""
@@ -740,7 +757,7 @@ class PostgresDriver(Driver):
             return []
         sql, params = claim_sql(request)
         rows = self._retry_lost(db, lambda: _execute(db, sql, params, dicts=True))
-        return [_claimed(row, request, row["run_id"]) for row in rows]
+        return [_claimed_job(row, request) for row in rows]
 
     # -- leases ----------------------------------------------------------------------------
 
@@ -799,7 +816,6 @@ class PostgresDriver(Driver):
 
 # -- helpers -----------------------------------------------------------------------------------
 
-_MISSING = object()
 _WRAP = getattr(peewee, "__exception_wrapper__")
 
 
@@ -814,40 +830,25 @@ def _execute(db: Database, sql: str | bytes, params: Any = None, *, dicts: bool 
     return cursor
 
 
-def _converter(field: peewee.Field) -> Callable[[Any, peewee.Field], Any]:
-    """How a row value reaches psycopg2 for ``field`` (fast paths for the hot columns)."""
-    from flywheel.models import JSONField, TimestampField
-
-    if isinstance(field, TimestampField):
-        return _timestamp_value
-    if isinstance(field, JSONField):
-        return _json_value
-    return _plain_value
-
-
-def _missing_default(field: peewee.Field) -> Any:
+def _default(field: peewee.Field) -> Any:
     default = field.default
     return default() if callable(default) else default
 
 
-def _timestamp_value(value: Any, field: peewee.Field) -> Any:
-    if value is _MISSING:
-        value = _missing_default(field)
+def _timestamp_text(value: Any) -> Any:
+    """An instant as ISO text (naive means UTC); PostgreSQL casts it to timestamptz."""
     if isinstance(value, datetime):
-        return value if value.tzinfo is UTC else to_db_time(value)  # psycopg2 adapts aware UTC itself
+        return value.isoformat() if value.tzinfo is not None else value.isoformat() + "+00:00"
     return value
 
 
-def _json_value(value: Any, field: peewee.Field) -> Any:
-    if value is _MISSING:
-        value = _missing_default(field)
-    return field.db_value(value)
+def _json_text(value: Any) -> Any:
+    """JSON text for a ``jsonb`` column (a ``str`` is already JSON, as in the models' JSONField)."""
+    return value if value is None or isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 
-def _plain_value(value: Any, field: peewee.Field) -> Any:
-    if value is _MISSING:
-        value = _missing_default(field)
-    return value
+#: Value conversion by peewee ``field_type`` (the others go to psycopg2 as they are).
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {"TIMESTAMPTZ": _timestamp_text, "JSON": _json_text}
 
 
 def _plan_arrays(
@@ -915,7 +916,7 @@ class _Listener(threading.Thread):
         self._listening: dict[str, set[str]] = {}  # channel -> queues
         self._pending = True
         self._lock = threading.Lock()
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -933,7 +934,7 @@ class _Listener(threading.Thread):
         self._poke()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()
         self._poke()
         if self.is_alive() and threading.current_thread() is not self:
             self.join(timeout=5)
@@ -945,7 +946,7 @@ class _Listener(threading.Thread):
     def run(self) -> None:
         backoff = 0.0
         try:
-            while not self._stop.is_set():
+            while not self._stopping.is_set():
                 if self._idle():
                     break
                 if self._conn is None:
@@ -1035,9 +1036,11 @@ class _Listener(threading.Thread):
 
     def _lost(self, exc: BaseException) -> None:
         if not self._outage_logged:
+            what = "lost" if self._conn is not None else "cannot be opened"
             logger.warning(
-                "flywheel: LISTEN connection to %s lost; reconnecting (runners keep polling meanwhile): %s",
-                self.driver.display_url(), self.driver.scrub(" ".join(str(exc).split()) or type(exc).__name__))
+                "flywheel: LISTEN connection to %s %s; reconnecting (runners keep polling meanwhile): %s",
+                self.driver.display_url(), what,
+                self.driver.scrub(" ".join(str(exc).split()) or type(exc).__name__))
             self._outage_logged = True
         self._close()
 
