@@ -10,12 +10,14 @@ from typing import TYPE_CHECKING, Any
 from flywheel import clock
 from flywheel.context import request_id as current_request_id
 from flywheel.enums import ACTIVE_STATES, JobState
-from flywheel.errors import AlreadyEnqueued, MissingKind, ValidationError
+from flywheel.errors import AlreadyEnqueued, MissingKind, ValidationError, translate_db_errors
 from flywheel.ids import new_id
 from flywheel.jobs import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, DEFAULT_QUEUE, InsertOpts
 from flywheel.serde import dump_args, normalise_json_payload
 
 if TYPE_CHECKING:
+    import pluggy
+
     from flywheel.db import Database
     from flywheel.registry import Registry
 
@@ -39,8 +41,8 @@ def build_job_row(kind: str, args_json: str, opts: InsertOpts, now: datetime) ->
     if not isinstance(queue, str) or not queue.strip():
         raise ValidationError("queue", "must be a non-empty string")
     max_attempts = opts.max_attempts or DEFAULT_MAX_ATTEMPTS
-    if not isinstance(max_attempts, int) or max_attempts < 0:
-        raise ValidationError("max_attempts", f"must be a positive integer, not {opts.max_attempts!r}")
+    if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 0:
+        raise ValidationError("max_attempts", f"must not be negative (0 means the default, 25), not {opts.max_attempts!r}")
     priority = DEFAULT_PRIORITY if opts.priority is None else opts.priority
     if not isinstance(priority, int) or isinstance(priority, bool):
         raise ValidationError("priority", f"must be an integer, not {priority!r}")
@@ -85,21 +87,29 @@ _NO_OPTS = InsertOpts()
 
 
 class Client:
-    """Inserts jobs. Given the registry, it applies each worker's ``defaults()``."""
+    """Inserts jobs. Given the registry, it applies each worker's ``defaults()``.
 
-    def __init__(self, db: Database, *, registry: Registry | None = None) -> None:
+    ``pm`` is the plugin manager to use (default: the database's).
+    """
+
+    def __init__(self, db: Database, *, registry: Registry | None = None,
+                 pm: pluggy.PluginManager | None = None) -> None:
         self.db = db
         self.registry = registry
+        self.pm = pm if pm is not None else db.pm
 
+    @translate_db_errors
     def insert(self, args: object, **opts: Any) -> str:
         """Insert one typed job; returns its id. A unique collision raises ``AlreadyEnqueued``."""
         return self._insert_row(self._row(kind_of(args), dump_args(args), InsertOpts(**opts)))
 
+    @translate_db_errors
     def enqueue(self, kind: str, args_json: str | bytes | dict[str, Any] | None = None, **opts: Any) -> str:
         """Insert one job from a kind and a JSON payload; no worker class needed."""
         payload = normalise_json_payload(args_json, field="args")
         return self._insert_row(self._row(kind, payload, InsertOpts(**opts)))
 
+    @translate_db_errors
     def insert_many(self, items: Iterable[object | tuple[object, InsertOpts]]) -> list[str | None]:
         """Insert many jobs in one transaction, a multi-row statement per chunk.
 

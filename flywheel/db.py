@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import peewee
 
 from flywheel import models as _models
+from flywheel.errors import translate_db_errors
 from flywheel.plugins import find_driver, resolve
 
 if TYPE_CHECKING:
@@ -93,6 +94,7 @@ def connect(url: str = DEFAULT_URL, *, pm: pluggy.PluginManager | None = None) -
     return Database(find_driver(manager, url), manager)
 
 
+@translate_db_errors
 def migrate(db: Database) -> None:
     """Create the tables and indexes that do not exist yet; safe to run on every start."""
     db.driver.migrate(db)

@@ -75,7 +75,7 @@ def execute(runner: Runner, claimed: ClaimedJob, lease: Lease) -> Attempt:
         error = exc
     finished_at = clock.now()
     if error is None and lease.timed_out:
-        error = TimeoutError(f"job ran past its timeout (deadline {lease.deadline})")
+        error = JobTimeout(f"job ran past its timeout (deadline {lease.deadline})")
     return _plan(runner, claimed, job, result, error, lease, finished_at, started)
 
 
@@ -131,11 +131,11 @@ async def _with_timeout(coro: Any, seconds: float | None, request_id: str | None
         try:
             return await asyncio.wait_for(coro, seconds)
         except TimeoutError as exc:
-            raise _AsyncTimeout(f"async job cancelled after its {seconds:.3f}s timeout") from exc
+            raise JobTimeout(f"async job cancelled after its {seconds:.3f}s timeout") from exc
 
 
-class _AsyncTimeout(TimeoutError):
-    """An async worker was cancelled at its deadline."""
+class JobTimeout(TimeoutError):
+    """An attempt ran past its timeout."""
 
 
 def classify(runner: Runner, entry: Registered | None, job: Job[Any] | None, error: BaseException,
@@ -145,16 +145,19 @@ def classify(runner: Runner, entry: Registered | None, job: Job[Any] | None, err
         return ErrorClass.VALIDATION
     if isinstance(error, Permanent):
         return ErrorClass.PERMANENT
-    if isinstance(error, _AsyncTimeout) or lease.timed_out:
+    if isinstance(error, JobTimeout) or lease.timed_out:
         return ErrorClass.TIMEOUT
-    if entry is not None:
-        verdict = entry.call("classify", error)
-        if verdict is not None:
-            return ErrorClass(verdict)
-    if job is not None:
-        verdict = classify_error(runner.pm, error, job)
-        if verdict is not None:
-            return ErrorClass(verdict)
+    for source in ("worker", "plugins"):
+        try:
+            if source == "worker":
+                verdict = None if entry is None else entry.call("classify", error)
+            else:
+                verdict = None if job is None else classify_error(runner.pm, error, job)
+            if verdict is not None:
+                return ErrorClass(verdict)
+        except Exception:  # a broken classifier must not leave the attempt unfinalised
+            runner.log.exception("jobs: the %s classifier failed for job %s; trying the next", source,
+                                 None if job is None else job.id)
     return ErrorClass.TRANSIENT
 
 
@@ -200,7 +203,11 @@ def _plan(runner: Runner, claimed: ClaimedJob, job: Job[Any] | None, result: Res
 def _retry_delay(runner: Runner, entry: Registered | None, job: Job[Any] | None, claimed: ClaimedJob,
                  error: BaseException) -> timedelta:
     if entry is not None and job is not None:
-        custom = to_timedelta(entry.call("next_retry", job, error), field="next_retry")
+        try:
+            custom = to_timedelta(entry.call("next_retry", job, error), field="next_retry")
+        except Exception:  # a broken next_retry falls back to the runner's backoff
+            runner.log.exception("jobs: next_retry failed for job %s; using the default backoff", job.id)
+            custom = None
         if custom is not None and custom.total_seconds() > 0:
             return custom
     return transitions.backoff(claimed.attempt, runner.retry_backoff_base, runner.max_retry_backoff)

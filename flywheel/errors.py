@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import peewee
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class FlywheelError(Exception):
@@ -110,3 +116,16 @@ def wrap_db_error(exc: BaseException) -> FlywheelError:
         wrapped = DatabaseError(f"flywheel: database operation failed: {text}")
     wrapped.__cause__ = exc
     return wrapped
+
+
+def translate_db_errors(fn: F) -> F:
+    """Let a public function raise flywheel errors, never a driver's: peewee's become :func:`wrap_db_error`'s."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except peewee.PeeweeException as exc:
+            raise wrap_db_error(exc) from exc
+
+    return wrapper  # type: ignore[return-value]

@@ -9,7 +9,7 @@ import peewee
 
 from flywheel import clock
 from flywheel.enums import ACTIVE_STATES, CLAIMABLE_STATES, TERMINAL_STATES, JobState, RunOutcome
-from flywheel.errors import JobNotFound, JobTerminal
+from flywheel.errors import JobNotFound, JobTerminal, translate_db_errors
 from flywheel.models import IS_CLAIMABLE
 from flywheel.serde import loads_json
 from flywheel.views import FailureView, JobArgsView, JobRunView, JobsOverview, JobView, QueueHealth
@@ -47,6 +47,7 @@ def _live(db: Database) -> Any:
     return db.Job.select().where(db.Job.deleted_at.is_null())
 
 
+@translate_db_errors
 def find_job(db: Database, job_id: str) -> JobView:
     """The job with ``job_id``; ``JobNotFound`` when there is none."""
     row = _live(db).where(db.Job.id == job_id).first()
@@ -55,6 +56,7 @@ def find_job(db: Database, job_id: str) -> JobView:
     return job_view(row)
 
 
+@translate_db_errors
 def list_jobs(db: Database, *, state: str | JobState | None = None, kind: str | None = None,
               queue: str | None = None, limit: int = 50) -> list[JobView]:
     """Jobs newest first, optionally of one state, kind or queue."""
@@ -69,6 +71,7 @@ def list_jobs(db: Database, *, state: str | JobState | None = None, kind: str | 
     return [job_view(r) for r in query.order_by(Job.created_at.desc(), Job.id.desc()).limit(max(1, limit))]
 
 
+@translate_db_errors
 def list_runs(db: Database, job_id: str, *, before: datetime | None = None, limit: int | None = None) -> list[JobRunView]:
     """A job's attempts newest first; ``before`` is a strict ``started_at`` cursor."""
     Run = db.JobRun
@@ -89,12 +92,14 @@ def _counts(db: Database, kind: str | None = None) -> dict[str, int]:
     return {row["state"]: int(row["n"]) for row in query.group_by(Job.state).dicts()}
 
 
+@translate_db_errors
 def overview(db: Database, *, kind: str | None = None) -> JobsOverview:
     """Job counts per state (optionally of one kind) and the total."""
     counts = _counts(db, kind)
     return JobsOverview(counts_by_state=counts, total=sum(counts.values()))
 
 
+@translate_db_errors
 def queue_health(db: Database) -> QueueHealth:
     """A gauge snapshot: depth by state, ready, in flight, scheduled ahead and the oldest ready job's age."""
     Job = db.Job
@@ -110,6 +115,7 @@ def queue_health(db: Database) -> QueueHealth:
     )
 
 
+@translate_db_errors
 def recent_failures(db: Database, *, since: datetime | None = None, limit: int = 20) -> list[FailureView]:
     """Discarded jobs newest first, each with the error of its last attempt."""
     Job, Run = db.Job, db.JobRun
@@ -132,6 +138,7 @@ def recent_failures(db: Database, *, since: datetime | None = None, limit: int =
     return views
 
 
+@translate_db_errors
 def list_active_by_kind(db: Database, kind: str) -> list[JobArgsView]:
     """Live jobs of ``kind`` with their args decoded."""
     Job = db.Job
@@ -139,16 +146,19 @@ def list_active_by_kind(db: Database, kind: str) -> list[JobArgsView]:
     return [JobArgsView(id=r.id, kind=r.kind, state=r.state, args=dict(loads_json(r.args) or {})) for r in query]
 
 
+@translate_db_errors
 def count_active_jobs(db: Database) -> int:
     """Jobs in a non-terminal state."""
     return int(_live(db).where(db.Job.state.in_(_ACTIVE)).count())
 
 
+@translate_db_errors
 def count_runs(db: Database) -> int:
     """Rows in ``job_runs``."""
     return int(db.JobRun.select().count())
 
 
+@translate_db_errors
 def cancel_job(db: Database, job_id: str) -> JobView:
     """Cancel a live job for good. A running attempt is not interrupted, but it is fenced and told.
 
@@ -165,6 +175,7 @@ def cancel_job(db: Database, job_id: str) -> JobView:
     return find_job(db, job_id)
 
 
+@translate_db_errors
 def retry_job(db: Database, job_id: str) -> JobView:
     """Make a job claimable now with at least one attempt left, whatever its state.
 
@@ -191,6 +202,7 @@ def _raise_missing_or_terminal(db: Database, job_id: str) -> None:
     raise JobTerminal(job_id, row.state)
 
 
+@translate_db_errors
 def delete_finished_jobs(db: Database, older_than: datetime, *, batch_size: int = RETENTION_BATCH) -> int:
     """Delete terminal jobs finalised before ``older_than`` with their runs, in bounded batches.
 
@@ -213,6 +225,7 @@ def delete_finished_jobs(db: Database, older_than: datetime, *, batch_size: int 
             return deleted
 
 
+@translate_db_errors
 def crashed_runs(db: Database, job_id: str) -> int:
     """How many of a job's attempts were lost with their process."""
     Run = db.JobRun

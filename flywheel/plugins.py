@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from flywheel import hookspecs
-from flywheel.errors import FlywheelError
 
 if TYPE_CHECKING:
     from flywheel.driver import Driver
@@ -73,7 +72,11 @@ def register(plugin: object, name: str | None = None) -> str | None:
     """Register a plugin object on the default manager; it takes effect at once."""
     pm = get_plugin_manager()
     registered = pm.register(plugin, name=name)
-    pm.check_pending()
+    try:
+        pm.check_pending()
+    except Exception:
+        pm.unregister(plugin)  # a broken plugin must not poison the default manager
+        raise
     return registered
 
 
@@ -104,6 +107,8 @@ def find_driver(pm: pluggy.PluginManager, url: str) -> Driver:
 def classify_error(pm: pluggy.PluginManager, error: BaseException, job: Job[Any]) -> ErrorClass | None:
     """Ask the ``flywheel_classify_error`` plugins; a plugin that raises is logged and skipped."""
     for impl in reversed(pm.hook.flywheel_classify_error.get_hookimpls()):
+        if impl.hookwrapper or impl.wrapper:
+            continue
         kwargs = {"error": error, "job": job}
         try:
             result = impl.function(*(kwargs[a] for a in impl.argnames))
@@ -130,7 +135,3 @@ def emit(pm: pluggy.PluginManager, hook_name: str, **kwargs: object) -> None:
 def has_observers(pm: pluggy.PluginManager, hook_name: str) -> bool:
     """Whether any plugin implements ``hook_name`` (lets the hot path skip building events)."""
     return bool(getattr(pm.hook, hook_name).get_hookimpls())
-
-
-def plugin_error(message: str) -> FlywheelError:
-    return FlywheelError(message)

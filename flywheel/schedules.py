@@ -26,7 +26,7 @@ from croniter import croniter
 
 from flywheel import clock
 from flywheel.durations import to_timedelta
-from flywheel.errors import PeriodicNotFound, ValidationError
+from flywheel.errors import PeriodicNotFound, ValidationError, translate_db_errors
 from flywheel.ids import new_id
 from flywheel.serde import loads_json, normalise_json_payload
 from flywheel.views import PeriodicView
@@ -38,6 +38,8 @@ PERIODIC_QUEUE = "periodic"
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]*$")
 _CRON_TZ = re.compile(r"^\s*(?:CRON_TZ|TZ)=(\S+)\s+(.*)$")
 _MAX_CRON_STEPS = 100_000
+#: robfig/cron's descriptors, which croniter reads as their 5-field equivalents
+_DESCRIPTORS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
 
 
 @attrs.frozen(kw_only=True)
@@ -112,7 +114,11 @@ def validate(spec: PeriodicSpec) -> Cadence:
     expression = spec.cron.strip() if isinstance(spec.cron, str) else ""
     if (match := _CRON_TZ.match(expression)) is not None:
         zone, expression = match.group(1), match.group(2).strip()
-    if len(expression.split()) != 5 or not croniter.is_valid(expression):
+    if expression.lower().startswith("@every"):
+        raise ValidationError("cron", f"@every is not cron: use every= instead of cron={spec.cron!r}")
+    if expression.lower() in _DESCRIPTORS:
+        expression = expression.lower()
+    elif len(expression.split()) != 5 or not croniter.is_valid(expression):
         raise ValidationError("cron", f"is not a valid 5-field cron expression: {spec.cron!r}")
     return Cadence(expression, None, _zone_name(zone))
 
@@ -153,6 +159,7 @@ def _instant_of(wall: datetime, zone: ZoneInfo) -> datetime:
 # -- the table ---------------------------------------------------------------------
 
 
+@translate_db_errors
 def upsert_periodic(db: Database, spec: PeriodicSpec) -> PeriodicView:
     """Create or update a schedule by slug.
 
@@ -195,6 +202,7 @@ def cadence_of(row: Any) -> Cadence:
     return Cadence(row.cron_expr, every, row.timezone or "UTC")
 
 
+@translate_db_errors
 def find_periodic(db: Database, slug: str) -> PeriodicView:
     row = db.JobPeriodic.get_or_none(db.JobPeriodic.slug == slug)
     if row is None:
@@ -202,6 +210,7 @@ def find_periodic(db: Database, slug: str) -> PeriodicView:
     return periodic_view(row)
 
 
+@translate_db_errors
 def delete_periodic(db: Database, slug: str) -> None:
     """Remove a schedule; jobs it already enqueued stay."""
     Periodic = db.JobPeriodic
@@ -209,6 +218,7 @@ def delete_periodic(db: Database, slug: str) -> None:
         raise PeriodicNotFound(slug)
 
 
+@translate_db_errors
 def set_periodic_active(db: Database, slug: str, active: bool) -> PeriodicView:
     """Pause or resume a schedule. Resuming skips the fires missed while paused."""
     Periodic = db.JobPeriodic
@@ -224,6 +234,7 @@ def set_periodic_active(db: Database, slug: str, active: bool) -> PeriodicView:
     return find_periodic(db, slug)
 
 
+@translate_db_errors
 def list_periodics(db: Database) -> list[PeriodicView]:
     """Every schedule, by slug."""
     Periodic = db.JobPeriodic

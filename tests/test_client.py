@@ -198,3 +198,11 @@ def test_unknown_url_scheme_names_the_known_ones():
     with pytest.raises(ValueError) as caught:
         flywheel.connect("mysql://root@localhost/db")
     assert "mysql" in str(caught.value) and "sqlite://" in str(caught.value)
+
+
+def test_database_errors_surface_as_flywheel_errors(tmp_path):
+    unmigrated = flywheel.connect(f"sqlite:///{tmp_path / 'empty.db'}")
+    with pytest.raises(flywheel.DatabaseError, match="no such table"):
+        flywheel.Client(unmigrated).enqueue("x", {})
+    with pytest.raises(flywheel.DatabaseError):
+        flywheel.list_jobs(unmigrated)

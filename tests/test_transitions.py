@@ -345,3 +345,24 @@ def test_backoff_ladder_caps_then_jitters():
         delays = [transitions.backoff(attempt, base, cap, rng=rng).total_seconds() for _ in range(200)]
         assert rung * 0.75 <= min(delays) and max(delays) <= rung * 1.25
         assert max(delays) - min(delays) > rung * 0.2  # jitter is really applied
+
+
+def test_a_broken_classifier_or_next_retry_still_finalises_the_attempt(db, registry, client, make_runner, clock):
+    class Broken(flywheel.Worker[Ping]):
+        kind = "ping"
+
+        def work(self, job):
+            raise RuntimeError("worker failed")
+
+        def classify(self, exc):
+            return "fatal"  # not an ErrorClass
+
+        def next_retry(self, job, error):
+            raise ZeroDivisionError("bug in next_retry")
+
+    registry.register(Broken())
+    job_id = client.insert(Ping(), max_attempts=2)
+    make_runner().run_available()
+    job = job_row(db, job_id)
+    assert job["state"] == "retryable" and job["lease_token"] is None
+    assert [(r["outcome"], r["error_class"]) for r in run_rows(db, job_id)] == [("error", "transient")]
