@@ -113,7 +113,11 @@ class Runner:
         self._start()
         try:
             while not (stop.is_set() or self._stop.is_set()):
-                self._step(stop)
+                try:
+                    self._step(stop)
+                except Exception as exc:  # never die with the database away or a plugin broken
+                    self.log.exception("jobs: runner loop failed; backing off")
+                    self._poll_failed(exc, stop)
         finally:
             self._shutdown()
 

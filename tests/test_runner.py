@@ -161,3 +161,29 @@ def test_executor_class_routing(db, registry, client, make_runner):
     assert sorted(ran) == ["", "gpu"]
     make_runner(claim_any_class=True).run_available()
     assert sorted(ran) == ["", "cpu", "gpu"]
+
+
+def test_an_unexpected_error_in_the_loop_does_not_kill_run(db, client, make_runner, sleeper, caplog):
+    real_wait = db.driver.wait_for_work
+    calls = {"n": 0}
+
+    def broken_wait(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("listener exploded")
+        return real_wait(*args, **kwargs)
+
+    db.driver.wait_for_work = broken_wait  # type: ignore[method-assign]
+    runner = make_runner(poll_interval=0.01, max_poll_backoff=0.05)
+    stop = threading.Event()
+    thread = in_thread(runner.run, stop)
+    deadline = time.monotonic() + 5
+    while calls["n"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    job_id = client.insert(Sleep(seconds=0))
+    while flywheel.find_job(db, job_id).state != "succeeded" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    stop.set()
+    thread.join(10)
+    assert flywheel.find_job(db, job_id).state == "succeeded"
+    assert any("runner loop failed" in r.getMessage() for r in caplog.records)
