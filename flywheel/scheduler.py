@@ -94,16 +94,17 @@ class Scheduler:
         """
         now = clock.now()
         Periodic = self.db.JobPeriodic
-        due = [row[0] for row in Periodic.select(Periodic.id).where(
-            Periodic.is_active == True, Periodic.next_run_at <= now).order_by(Periodic.slug).tuples()]  # noqa: E712
+        due = list(Periodic.select(Periodic.id, Periodic.slug).where(
+            Periodic.is_active == True, Periodic.next_run_at <= now).order_by(Periodic.slug).tuples())  # noqa: E712
         enqueued = 0
-        for periodic_id in due:
+        for periodic_id, slug in due:
             try:
                 enqueued += self._fire(periodic_id, now)
             except _Raced:
                 continue
             except Exception:
-                self.log.exception("jobs: periodic %s failed to fire; its cursor was left unchanged", periodic_id)
+                self.log.exception("jobs: periodic %s failed to fire; its cursor was left unchanged", slug,
+                                   extra={"action": "periodic_failed", "slug": slug})
                 self.db.driver.reset_connection(self.db)
         return enqueued
 

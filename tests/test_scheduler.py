@@ -133,7 +133,7 @@ def test_a_broken_definition_does_not_stop_the_others(db: flywheel.Database, clo
     assert [j.unique_key for j in jobs_of(db)] == [key("b-fine", T + timedelta(minutes=1))]
     broken = flywheel.schedules.find_periodic(db, "a-broken")
     assert broken.next_run_at == T + timedelta(minutes=1)  # cursor not advanced
-    assert any("failed to fire" in r.getMessage() for r in caplog.records)
+    assert any("periodic a-broken failed to fire" in r.getMessage() for r in caplog.records)
 
 
 # -- daylight saving ---------------------------------------------------------------
@@ -207,6 +207,8 @@ def test_dst_minute_by_minute_across_the_berlin_nights(db: flywheel.Database, cl
     (dict(cron="61 * * * *"), "cron"),
     (dict(cron="* * *"), "cron"),
     (dict(cron="0 0 30 2 *"), "cron"),  # February 30th never comes
+    (dict(cron="@every 5m"), "cron"),  # robfig-only: every= says it
+    (dict(cron="@fortnightly"), "cron"),
     (dict(cron="* * * * *", every=60), "cron"),
     (dict(), "cron"),
     (dict(every=0.5), "every"),
@@ -242,6 +244,17 @@ def test_upsert_keeps_the_cursor_unless_the_cadence_changes(db: flywheel.Databas
     view = flywheel.upsert_periodic(db, PeriodicSpec(slug="s", kind="pong", cron="0 * * * *",
                                                      timezone="Asia/Kolkata"))  # a half-hour zone
     assert view.next_run_at == T + timedelta(minutes=30)
+
+
+def test_descriptors_and_names_are_accepted(db: flywheel.Database, clock: flywheel.FixedClock) -> None:
+    daily = flywheel.upsert_periodic(db, PeriodicSpec(slug="d", kind="k", cron="@Daily", timezone="Europe/Berlin"))
+    assert (daily.cron, daily.next_run_at) == ("@daily", datetime(2026, 1, 1, 23, tzinfo=UTC))  # Berlin midnight
+    hourly = flywheel.upsert_periodic(db, PeriodicSpec(slug="h", kind="k", cron="@hourly"))
+    assert hourly.next_run_at == T + timedelta(hours=1)
+    weekdays = flywheel.upsert_periodic(db, PeriodicSpec(slug="w", kind="k", cron="0 9 * * MON-FRI"))
+    assert weekdays.next_run_at == datetime(2026, 1, 1, 9, tzinfo=UTC)  # a Thursday
+    clock.set(datetime(2026, 1, 3, 12, tzinfo=UTC))  # Saturday noon: Thursday 9:00 and Friday 9:00 are due
+    assert Scheduler(db).tick() == 2 + 2 + 10  # daily: Jan 2 and 3 (Berlin); weekdays: Thu, Fri; hourly: capped
 
 
 def test_missing_definitions_raise_periodic_not_found(db: flywheel.Database, clock: flywheel.FixedClock) -> None:
