@@ -645,11 +645,12 @@ def test_a_connection_lost_inside_a_transaction_fails_the_transaction(pg_schema_
     db = flywheel.connect(with_params(pg_schema_url, application_name=app))
     flywheel.migrate(db)
     client = flywheel.Client(db)
-    with pytest.raises(peewee.PeeweeException), db.atomic():
+    with pytest.raises((peewee.PeeweeException, flywheel.FlywheelError)) as caught, db.atomic():
         client.insert(Noop(1))
         terminate(app)
         time.sleep(0.2)
         client.insert(Noop(2))  # must not silently continue on a new connection
+    assert db.driver.is_transient(caught.value) and lost_connection(caught.value)
     assert not db.pw.in_transaction()
     assert db.Job.select().count() == 0  # nothing of the lost transaction survived
     client.insert(Noop(3))
