@@ -300,9 +300,9 @@ def read_events(path: Path) -> dict[str, list[tuple[str, int, float]]]:
 @pytest.mark.slow
 def test_sigterm_drains_200_jobs_in_flight_and_hands_the_rest_on(db_url: str, db: flywheel.Database,
                                                                 tmp_path: Path) -> None:
-    drain_timeout = 2.0
+    drain_timeout = 2.5
     client = flywheel.Client(db)
-    short = [client.enqueue("slow", {"sleep": 1.0}) for _ in range(100)]  # finish within the drain
+    short = [client.enqueue("slow", {"sleep": 1.5}) for _ in range(100)]  # finish within the drain
     long = [client.enqueue("slow", {"sleep": 60.0}) for _ in range(100)]  # still running at the deadline
     node = spawn_node(db_url, tmp_path, str(drain_timeout))
     try:

@@ -120,6 +120,26 @@ def test_a_unique_collision_is_skipped_silently(db: flywheel.Database, clock: fl
     assert flywheel.list_periodics(db)[0].next_run_at == T + timedelta(minutes=3)
 
 
+def test_a_crash_before_the_cursor_commits_enqueues_nothing_and_refires_once(
+    db: flywheel.Database, clock: flywheel.FixedClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flywheel.upsert_periodic(db, PeriodicSpec(slug="s", kind="ping", every=60))
+    clock.set(T + timedelta(minutes=3))
+
+    def crash(*args: Any, **kwargs: Any) -> None:  # after the inserts and the cursor update, before commit
+        raise ConnectionError("connection lost")
+
+    monkeypatch.setattr(db.driver, "notify", crash)
+    assert Scheduler(db).tick() == 0
+    assert jobs_of(db) == []
+    assert flywheel.list_periodics(db)[0].next_run_at == T + timedelta(minutes=1)
+    monkeypatch.undo()
+
+    assert Scheduler(db).tick() == 3
+    assert Scheduler(db).tick() == 0
+    assert [j.unique_key for j in jobs_of(db)] == [key("s", T + timedelta(minutes=m)) for m in (1, 2, 3)]
+
+
 def test_a_broken_definition_does_not_stop_the_others(db: flywheel.Database, clock: flywheel.FixedClock,
                                                       caplog: pytest.LogCaptureFixture) -> None:
     flywheel.upsert_periodic(db, PeriodicSpec(slug="a-broken", kind="ping", cron="* * * * *"))
