@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from flywheel.durations import to_timedelta
 from flywheel.errors import ValidationError
 from flywheel.node_config import HealthConfig, RunnerConfig, SchedulerConfig
-from flywheel.plugins import resolve
+from flywheel.plugins import plugin_services, resolve
 
 if TYPE_CHECKING:
     import pluggy
@@ -170,7 +170,7 @@ class Node:
 
     def _collect_services(self) -> list[Service]:
         services: list[Service] = []
-        for result in self.pm.hook.flywheel_services(node=self):
+        for result in plugin_services(self.pm, self):
             if result is None:
                 continue
             for service in result if isinstance(result, Iterable) else [result]:
@@ -191,8 +191,8 @@ class Node:
             if not self._stopping.is_set():
                 self.fail(RuntimeError(f"flywheel: node {name} stopped unexpectedly"), name)
 
-        # daemon: the worker threads a runner starts inherit it, so a job stuck past the
-        # drain deadline cannot keep the process alive (see _abandon).
+        # daemon, as are a runner's worker threads: a job stuck past the drain deadline
+        # cannot keep the process alive.
         thread = threading.Thread(target=context.copy().run, args=(component,), name=f"flywheel-{name}", daemon=True)
         thread.start()
         return thread
@@ -238,7 +238,6 @@ class Node:
                 extra={"action": "node_drain_timeout", "runner": index, "in_flight": runner.in_flight,
                        "released": released,
                        "drain_timeout": None if self.drain_timeout is None else self.drain_timeout.total_seconds()})
-            _abandon(runner)
 
     # -- signals -----------------------------------------------------------------
 
@@ -268,24 +267,6 @@ def _remaining(deadline: float | None, grace: float = 0.0) -> float | None:
     if deadline is None:
         return None
     return max(0.0, deadline - time.monotonic()) + grace
-
-
-def _abandon(runner: Runner) -> None:
-    """Let the interpreter exit without joining a runner's stuck worker threads.
-
-    They are daemon threads (started from the node's daemon runner thread), but
-    ``concurrent.futures`` joins every pool thread at exit; forgetting them there gives
-    a node the behaviour of a Go process whose main returns.
-    """
-    from concurrent.futures import thread as pool_threads
-
-    registry = getattr(pool_threads, "_threads_queues", None)
-    pool = getattr(runner, "_pool", None)
-    if registry is None or pool is None:
-        return
-    for thread in list(getattr(pool, "_threads", ())):
-        if thread.daemon:
-            registry.pop(thread, None)
 
 
 def _flush_logs() -> None:

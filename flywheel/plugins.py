@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from flywheel.driver import Driver
     from flywheel.enums import ErrorClass
     from flywheel.jobs import Job
+    from flywheel.node import Node
 
 ENTRY_POINT_GROUP = "flywheel"
 DISABLE_ENV = "FLYWHEEL_DISABLE_PLUGINS"
@@ -118,6 +119,11 @@ def classify_error(pm: pluggy.PluginManager, error: BaseException, job: Job[Any]
         if result is not None:
             return result  # type: ignore[no-any-return]
     return None
+
+
+def plugin_services(pm: pluggy.PluginManager, node: Node) -> list[Any]:
+    """What every ``flywheel_services`` implementation returned (None results dropped)."""
+    return [result for result in pm.hook.flywheel_services(node=node) if result is not None]
 
 
 def emit(pm: pluggy.PluginManager, hook_name: str, **kwargs: object) -> None:

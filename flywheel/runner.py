@@ -10,7 +10,6 @@ whatever its concurrency. A slot is freed when its own job's finalisation commit
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextvars
 import logging
 import os
@@ -97,7 +96,7 @@ class Runner:
         self._inflight = 0
         self._runs_written = 0
         self._finished: queue.SimpleQueue[Attempt | None] = queue.SimpleQueue()
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pool: _WorkerPool | None = None
         self._finalizer: threading.Thread | None = None
         self._loop: _EventLoop | None = None
         self._loop_lock = threading.Lock()
@@ -258,7 +257,7 @@ class Runner:
 
     def _dispatch(self, job: ClaimedJob, lease: Lease) -> None:
         assert self._pool is not None and self._context is not None
-        self._pool.submit(self._context.copy().run, self._execute, job, lease)
+        self._pool.submit(self._execute, job, lease)
 
     def _execute(self, job: ClaimedJob, lease: Lease) -> None:
         try:
@@ -401,7 +400,7 @@ class Runner:
         self._running = True
         self._stop.clear()
         self._context = contextvars.copy_context()
-        self._pool = concurrent.futures.ThreadPoolExecutor(self.concurrency, thread_name_prefix="flywheel-worker")
+        self._pool = _WorkerPool(self.concurrency, self._context)
         self._finalizer = threading.Thread(target=self._context.copy().run, args=(self._finalize_loop,),
                                            name="flywheel-finalizer", daemon=True)
         self._finalizer.start()
@@ -415,7 +414,7 @@ class Runner:
         self.leases.stop()
         self.leases = LeaseKeeper(self.db, self.lease, timedelta(seconds=self.leases.interval))
         if self._pool is not None:
-            self._pool.shutdown(wait=False)
+            self._pool.shutdown()
         with self._loop_lock:
             if self._loop is not None:
                 self._loop.close()
@@ -424,6 +423,36 @@ class Runner:
 
     def _all_leases(self) -> list[Lease]:
         return self.leases.all()
+
+
+class _WorkerPool:
+    """``size`` daemon threads running submitted calls, each in a copy of ``context``.
+
+    Not ``concurrent.futures``: its threads are joined at interpreter exit, so one stuck
+    job (past a node's drain deadline) would keep the process alive forever.
+    """
+
+    def __init__(self, size: int, context: contextvars.Context) -> None:
+        self._calls: queue.SimpleQueue[tuple[Any, tuple[Any, ...]] | None] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=context.copy().run, args=(self._serve,), name=f"flywheel-worker-{i}", daemon=True)
+            for i in range(size)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, fn: Any, *args: Any) -> None:
+        self._calls.put((fn, args))
+
+    def _serve(self) -> None:
+        while (call := self._calls.get()) is not None:
+            fn, args = call
+            fn(*args)
+
+    def shutdown(self) -> None:
+        """Let idle threads end; busy ones end after their call (never waited for)."""
+        for _ in self._threads:
+            self._calls.put(None)
 
 
 class _EventLoop:

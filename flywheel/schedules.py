@@ -110,6 +110,8 @@ def validate(spec: PeriodicSpec) -> Cadence:
     if spec.every is not None:
         if spec.every < timedelta(seconds=1):
             raise ValidationError("every", f"must be at least 1s, not {spec.every}")
+        if spec.every.microseconds:
+            raise ValidationError("every", f"must be a whole number of seconds, not {spec.every}")
         return Cadence(None, spec.every, _zone_name(zone))
     expression = spec.cron.strip() if isinstance(spec.cron, str) else ""
     if (match := _CRON_TZ.match(expression)) is not None:

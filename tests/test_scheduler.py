@@ -492,3 +492,10 @@ def test_scheduler_settings_are_validated(db: flywheel.Database) -> None:
         assert caught.value.field == field
     scheduler = Scheduler(db, tick_interval=2, retention=3600)
     assert (scheduler.tick_interval, scheduler.retention) == (timedelta(seconds=2), timedelta(hours=1))
+
+
+def test_every_must_be_whole_seconds(db):
+    with pytest.raises(flywheel.ValidationError) as caught:
+        flywheel.upsert_periodic(db, flywheel.PeriodicSpec(slug="half", kind="k", every=90.5))
+    assert caught.value.field == "every"
+    assert flywheel.list_periodics(db) == []
