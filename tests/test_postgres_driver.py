@@ -839,3 +839,35 @@ def test_singletons_of_two_schemas_are_independent(pg_schema_url: str) -> None:
         with conn.cursor() as cur:
             cur.execute(f"DROP SCHEMA {schema} CASCADE")
         conn.close()
+
+
+def test_bulk_inserts_stream_with_copy_and_keep_every_value(pg: flywheel.Database) -> None:
+    client = flywheel.Client(pg)
+    nasty = {"tab": "a\tb", "nl": "line1\nline2\r\n", "bs": "C:\\path\\n", "quote": "it's \"q\"", "null": None,
+             "uni": "ünïcødé 🚀", "pct": "100% %s %(x)s", "copy_end": "\\.\n"}
+    when = datetime(2030, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
+    items: list[Any] = [
+        (NastyArgs(payload=nasty, n=i), flywheel.InsertOpts(
+            queue="bulk\tq" if i % 2 else "bulk", priority=-i, schedule_at=when, tags=["x\ty", "z"],
+            request_id="req\n1", timeout=timedelta(seconds=1.5) if i % 3 == 0 else None))
+        for i in range(450)]
+    with pg.atomic():  # twice in one transaction: the staging table is emptied between uses
+        first = client.insert_many(items[:300])
+        second = client.insert_many(items[300:] + [items[0]])
+    assert None not in first and None not in second[:-1] and len(set(first + second)) == 451
+    row = pg.Job.get_by_id(first[3])
+    assert row.args["payload"] == nasty
+    assert (row.queue, row.priority, row.scheduled_at, row.tags, row.timeout_ms, row.metadata) == (
+        "bulk\tq", -3, when, ["x\ty", "z"], 1500, {"request_id": "req\n1"})
+    assert pg.Job.get_by_id(first[4]).timeout_ms is None
+    # unique collisions inside a COPY batch are skipped, not fatal
+    keyed = [(Noop(i), flywheel.InsertOpts(unique_key=f"u{i % 250}")) for i in range(500)]
+    ids = client.insert_many(keyed)
+    assert sum(i is not None for i in ids) == 250 and ids[:250] == [i for i in ids[:250] if i]
+
+
+@attrs.frozen
+class NastyArgs:
+    kind: ClassVar[str] = "nasty"
+    payload: dict[str, Any]
+    n: int
