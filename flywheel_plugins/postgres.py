@@ -338,8 +338,10 @@ def _claimed_job(row: dict[str, Any], request: ClaimRequest) -> ClaimedJob:
     return ClaimedJob(
         id=row["id"], kind=row["kind"], queue=row["queue"], args=row["args"], attempt=int(row["attempt"]),
         max_attempts=int(row["max_attempts"]), timeout_ms=row["timeout_ms"], parent_job_id=row["parent_job_id"],
-        tags=list(loads_json(row["tags"]) or []), scheduled_at=from_db_time(row["scheduled_at"]),  # type: ignore[arg-type]
-        metadata=dict(loads_json(row["metadata"]) or {}), executor_class=row["executor_class"] or "",
+        tags=[] if row["tags"] == "[]" else list(loads_json(row["tags"]) or []),
+        scheduled_at=from_db_time(row["scheduled_at"]),  # type: ignore[arg-type]
+        metadata={} if row["metadata"] == "{}" else dict(loads_json(row["metadata"]) or {}),
+        executor_class=row["executor_class"] or "",
         lease_token=request.lease_token, run_id=row["run_id"], started_at=request.now,
     )
 
@@ -720,25 +722,22 @@ class PostgresDriver(Driver):
     def wait_for_work(self, db: Database, queues: Sequence[str], timeout: float) -> bool:
         """Wait on the driver's LISTEN connection for a notification on one of ``queues``.
 
-        A notification that arrived since this thread's previous wait returns at once, so
-        one sent between a claim and the next wait is not lost.
+        A notification (or :meth:`interrupt_waits`) that arrived since this thread's previous
+        wait returns at once, so one sent between a claim and the next wait is not lost.
         """
         if timeout <= 0:
             return False
         queues = tuple(queues)
         listener = self._listen(queues)
         deadline = time.monotonic() + timeout
-        seen: dict[tuple[str, ...], int] | None = getattr(self._seen, "by_queues", None)
+        seen: dict[Any, int] | None = getattr(self._seen, "counters", None)
         if seen is None:
-            seen = self._seen.by_queues = {}
+            seen = self._seen.counters = {}
         with self._wake:
             listener.waiters += 1
             try:
-                interrupts = self._interrupts
-                baseline = seen.get(queues)
-                current = self._notified(queues)
-                if baseline is None:
-                    baseline = current
+                baseline = seen.get(queues, self._notified(queues))
+                interrupts = seen.get(None, self._interrupts)
                 while True:
                     current = self._notified(queues)
                     if current != baseline or self._interrupts != interrupts:
@@ -750,6 +749,7 @@ class PostgresDriver(Driver):
                         break
                     self._wake.wait(remaining)
                 seen[queues] = current
+                seen[None] = self._interrupts
                 return woken
             finally:
                 listener.waiters -= 1

@@ -552,6 +552,25 @@ def test_a_notification_between_two_waits_is_not_lost(pg: flywheel.Database) -> 
     assert not woken
 
 
+def test_a_stop_between_two_waits_is_not_lost(pg: flywheel.Database) -> None:
+    """A runner stopped while it was claiming must not then sleep a whole poll interval."""
+    settle(pg)
+    pg.driver.interrupt_waits()
+    woken, waited = timed_wait(pg, ["default"], 5)
+    assert woken and waited < 0.1
+
+
+def test_a_stopping_runner_with_a_long_poll_interval_stops_at_once(pg: flywheel.Database) -> None:
+    runner = flywheel.Runner(pg, flywheel.Registry(), poll_interval=30)
+    thread = threading.Thread(target=runner.run)
+    thread.start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    runner.stop()
+    thread.join(10)
+    assert not thread.is_alive() and time.monotonic() - started < 2
+
+
 def test_the_listen_connection_comes_back_after_it_is_terminated(
     pg_schema_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
