@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import peewee
 
@@ -161,10 +161,7 @@ def _secrets_of(url: str) -> list[str]:
         userinfo = parts.netloc.rpartition("@")[0]
         if ":" in userinfo:
             raw = userinfo.split(":", 1)[1]
-            secrets.add(raw)
-            from urllib.parse import unquote
-
-            secrets.add(unquote(raw))
+            secrets.update((raw, unquote(raw)))
         for key, value in parse_qsl(parts.query, keep_blank_values=True):
             if key == "password":
                 secrets.update((value, quote(value, safe="")))
