@@ -414,7 +414,8 @@ def claim_sql(request: ClaimRequest) -> tuple[str, dict[str, Any]]:
         "queue": queues[0] if queues else None,
         "queues": queues,
         "now": to_db_time(request.now),
-        "limit": request.limit,
+        # never lease more rows than there are run ids for (a row without one would be orphaned)
+        "limit": min(request.limit, len(request.run_ids)),
         "lease_until": to_db_time(request.lease_until),
         "token": request.lease_token,
         "run_ids": list(request.run_ids[: request.limit]),
@@ -799,7 +800,7 @@ class PostgresDriver(Driver):
         on a new connection (if the lost one had committed, its jobs come back through the
         sweep when their lease expires).
         """
-        if request.limit <= 0 or not request.queues:
+        if request.limit <= 0 or not request.queues or not request.run_ids:
             return []
         sql, params = claim_sql(request)
         rows = self._retry_lost(db, lambda: _execute(db, sql, params, dicts=True))
@@ -1095,12 +1096,14 @@ class _Listener(threading.Thread):
                 self._outage_logged = False
 
     def _receive(self, timeout: float) -> None:
-        readable, _, _ = select.select([self._conn, self._wake_r], [], [], timeout)
-        if self._wake_r in readable:
-            with contextlib.suppress(OSError):
-                while os.read(self._wake_r, 512):
-                    pass
-        if self._conn in readable:
+        poller = select.poll()  # not select(): a process may have more than 1024 descriptors
+        conn_fd = self._conn.fileno()
+        poller.register(conn_fd, select.POLLIN | select.POLLERR | select.POLLHUP)
+        poller.register(self._wake_r, select.POLLIN)
+        ready = {fd for fd, _ in poller.poll(timeout * 1000)}
+        if self._wake_r in ready:
+            self._drain_pokes()
+        if conn_fd in ready:
             self._conn.poll()
             if self._conn.closed:
                 raise _psycopg2().OperationalError("the LISTEN connection was closed by the server")
@@ -1131,8 +1134,12 @@ class _Listener(threading.Thread):
             self._conn = None
 
     def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            select.select([self._wake_r], [], [], seconds)
+        poller = select.poll()
+        poller.register(self._wake_r, select.POLLIN)
+        poller.poll(seconds * 1000)
+        self._drain_pokes()
+
+    def _drain_pokes(self) -> None:
         with contextlib.suppress(OSError):
             while os.read(self._wake_r, 512):
                 pass
