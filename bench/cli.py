@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import traceback
@@ -111,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                           f"--max-cell-seconds={args.max_cell_seconds:g}", file=sys.stderr)
                     break
                 started = time.time()
+                load_before, cpu_before = os.getloadavg()[0], env.cpu_snapshot()
                 try:
                     measured = SCENARIOS[scenario](args.db, n=n, concurrency=concurrency or 1,
                                                    processes=processes or 1, seed=args.seed + index,
@@ -123,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 measured = {k: round(v, 6) if isinstance(v, float) else v for k, v in measured.items()}
                 record = {"record": "run", **head, "repeat": index, **measured, "timestamp": env.now_iso(),
-                          "wall_s": round(time.time() - started, 3), **common}
+                          "wall_s": round(time.time() - started, 3), **env.noise(cpu_before, load_before), **common}
                 runs.append(record)
                 sink.write(record)
             if runs:

@@ -92,6 +92,35 @@ def versions(url: str) -> dict[str, Any]:
     }
 
 
+def cpu_snapshot() -> tuple[float, float, float]:
+    """(host busy jiffies, host total jiffies, this process's + its reaped children's CPU seconds)."""
+    busy = total = 0.0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        fields = [float(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
+        total = sum(fields[:8])
+        busy = total - idle
+    t = os.times()
+    return busy, total, t.user + t.system + t.children_user + t.children_system
+
+
+def noise(before: tuple[float, float, float], load_before: float) -> dict[str, Any]:
+    """How busy the host was during a measurement, to judge a noisy neighbour after the fact.
+
+    ``host_cpu_busy``: share of all cores busy (0..1) over the measurement, whoever used it;
+    ``own_cpu_s``: CPU seconds of the harness and its runner processes (not the database
+    server's); ``load1_before``/``load1_after``: the 1-minute load average.
+    """
+    after = cpu_snapshot()
+    total = after[1] - before[1]
+    return {
+        "host_cpu_busy": round((after[0] - before[0]) / total, 3) if total > 0 else None,
+        "own_cpu_s": round(after[2] - before[2], 3),
+        "load1_before": round(load_before, 2),
+        "load1_after": round(os.getloadavg()[0], 2),
+    }
+
+
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
