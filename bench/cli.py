@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                     sink.write({"record": "error", **head, "repeat": index, "error": str(exc).splitlines()[0],
                                 "timestamp": env.now_iso(), **common})
                     continue
-                measured = {k: round(v, 6) if isinstance(v, float) else v for k, v in measured.items()}
+                measured = {k: _round(v) if isinstance(v, float) else v for k, v in measured.items()}
                 record = {"record": "run", **head, "repeat": index, **measured, "timestamp": env.now_iso(),
                           "wall_s": round(time.time() - started, 3), **env.noise(cpu_before, load_before), **common}
                 runs.append(record)
@@ -140,4 +140,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 6)
+    """Seven significant digits: enough for a tiny run's seconds, no noise digits for a rate."""
+    return None if value is None else float(f"{value:.7g}")
