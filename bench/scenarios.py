@@ -257,7 +257,11 @@ def latency(url: str, n: int, concurrency: int, seed: int = 1, poll_interval: fl
     commit of the job's finalisation (a ``flywheel_on_finish`` observer in the runner
     process records it); ``db_p50_ms``/``db_p99_ms`` from the database alone,
     ``jobs.created_at`` to the success run's ``finished_at`` (the worker's return, before
-    the finalisation commits).
+    the finalisation commits). The breakdown: ``insert_call`` (the ``Client.insert`` call),
+    ``to_claim`` (``created_at`` → the run's ``started_at``, the instant the claim was
+    issued: insert commit + wake-up), ``claim_to_done`` (``started_at`` → ``finished_at``:
+    claim statement, hand-off to a worker, the no-op work) and ``finalize``
+    (``finished_at`` → the finalisation's commit as the observer saw it).
     """
     rng = random.Random(seed)
     with fresh_database(url) as fresh:
@@ -269,16 +273,18 @@ def latency(url: str, n: int, concurrency: int, seed: int = 1, poll_interval: fl
                 procs[0].send("go")
                 time.sleep(0.5)  # the runner has made its first (empty) claim and is idle
                 enqueued: dict[str, float] = {}
+                insert_calls: list[float] = []
                 loop_started = time.perf_counter()
                 for i in range(n):
                     time.sleep(rng.uniform(*LATENCY_GAP_S))
                     t0 = time.time()
                     enqueued[client.insert(noop_args(1, i)[0])] = t0
+                    insert_calls.append(time.time() - t0)
                 done, _ = _wait_for_count(counter, n, time.perf_counter(), 60.0, procs)
                 seconds = time.perf_counter() - loop_started
                 result = procs[0].stop()
             rows = counter.rows(
-                "SELECT j.id, j.created_at, r.finished_at FROM jobs j JOIN job_runs r ON r.job_id = j.id "
+                "SELECT j.id, j.created_at, r.started_at, r.finished_at FROM jobs j JOIN job_runs r ON r.job_id = j.id "
                 "WHERE r.outcome = 'success'")
         finally:
             counter.close()
@@ -287,16 +293,25 @@ def latency(url: str, n: int, concurrency: int, seed: int = 1, poll_interval: fl
     finished = result.get("finished", {})
     observed = [finished[job_id] - t0 for job_id, t0 in enqueued.items() if job_id in finished]
     _check(len(observed) == n, f"latency: the runner reported {len(observed)} of {n} finalisations")
-    from_db = []
-    for _job_id, created, finished_at in rows:
-        a, b = from_db_time(created), from_db_time(finished_at)
-        assert a is not None and b is not None
+    from_db, to_claim, claim_to_done, to_commit = [], [], [], []
+    for job_id, created, started_at, finished_at in rows:
+        a, s, b = from_db_time(created), from_db_time(started_at), from_db_time(finished_at)
+        assert a is not None and s is not None and b is not None
         from_db.append((b - a).total_seconds())
+        to_claim.append((s - a).total_seconds())
+        claim_to_done.append((b - s).total_seconds())
+        if job_id in finished:
+            to_commit.append(finished[job_id] - b.timestamp())
+    breakdown = {}
+    for name, values in (("insert_call", insert_calls), ("to_claim", to_claim), ("claim_to_done", claim_to_done),
+                         ("finalize", to_commit)):
+        breakdown[f"{name}_p50_ms"] = _ms(percentile(values, 50))
+        breakdown[f"{name}_p99_ms"] = _ms(percentile(values, 99))
     return {"seconds": seconds, "rate": None,
             "p50_ms": _ms(percentile(observed, 50)), "p99_ms": _ms(percentile(observed, 99)),
             "max_ms": _ms(max(observed) if observed else None),
             "db_p50_ms": _ms(percentile(from_db, 50)), "db_p99_ms": _ms(percentile(from_db, 99)),
-            "verified_rows": done}
+            **breakdown, "verified_rows": done}
 
 
 SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {

@@ -61,6 +61,8 @@ def test_every_scenario_at_tiny_n_emits_parseable_complete_lines(tmp_path: Path)
             assert record["runs_success"] == 6  # exactly one success run per job
         if record["scenario"] == "latency":
             assert 0 < record["db_p50_ms"] <= record["db_p99_ms"]
+            for part in ("insert_call", "to_claim", "claim_to_done", "finalize"):
+                assert record[f"{part}_p50_ms"] <= record[f"{part}_p99_ms"]
     for record in medians:
         assert record["repeat"] is None
         cell = [r for r in runs if (r["scenario"], r["concurrency"], r["processes"])
@@ -68,6 +70,12 @@ def test_every_scenario_at_tiny_n_emits_parseable_complete_lines(tmp_path: Path)
         assert record["repeats"] == len(cell) == 2
         seconds = sorted(r["seconds"] for r in cell)
         assert seconds[0] <= record["seconds"] <= seconds[-1]
+
+    from bench.report import render
+
+    table = render(lines)
+    assert table.startswith("### SQLite ")
+    assert table.count("| drain, best concurrency | ≥ 3,000 jobs/s |") == 1
 
 
 def test_single_scenario_honours_concurrency_and_processes(tmp_path: Path) -> None:
