@@ -76,9 +76,10 @@ class Database:
             callback()
 
     def close(self) -> None:
-        """Close this thread's connection (other threads' close when they end)."""
+        """Close this thread's connection and the driver's own (other threads' close when they end)."""
         if not self.pw.is_closed():
             self.pw.close()
+        self.driver.close()
 
     def __repr__(self) -> str:
         return f"<flywheel.Database {self.url}>"

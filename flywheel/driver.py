@@ -133,6 +133,9 @@ class Driver:
         """Return the peewee database for this driver's URL (not yet connected)."""
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Release what the driver holds beyond per-thread connections (listeners, locks)."""
+
     def display_url(self) -> str:
         """The URL with any password hidden, for logs, errors and CLI output."""
         return self.url

@@ -11,7 +11,6 @@ from flywheel import clock
 from flywheel.enums import ACTIVE_STATES, CLAIMABLE_STATES, TERMINAL_STATES, JobState, RunOutcome
 from flywheel.errors import JobNotFound, JobTerminal, translate_db_errors
 from flywheel.models import IS_CLAIMABLE
-from flywheel.serde import loads_json
 from flywheel.views import FailureView, JobArgsView, JobRunView, JobsOverview, JobView, QueueHealth
 
 if TYPE_CHECKING:
@@ -24,20 +23,20 @@ RETENTION_BATCH = 1000
 
 
 def job_view(row: Any) -> JobView:
-    metadata = loads_json(row.metadata) or {}
+    metadata = row.metadata or {}  # model fields arrive decoded
     return JobView(
         id=row.id, kind=row.kind, state=row.state, parent_job_id=row.parent_job_id or "",
         enqueued_at=row.created_at, attempt=int(row.attempt), queue=row.queue, priority=int(row.priority),
         max_attempts=int(row.max_attempts), scheduled_at=row.scheduled_at, finalized_at=row.finalized_at,
         executor_class=row.executor_class or "", unique_key=row.unique_key, unique_active_key=row.unique_active_key,
-        tags=list(loads_json(row.tags) or []), args=loads_json(row.args), request_id=metadata.get("request_id"),
+        tags=list(row.tags or []), args=row.args, request_id=metadata.get("request_id"),
     )
 
 
 def run_view(row: Any) -> JobRunView:
     return JobRunView(
         id=row.id, outcome=row.outcome, executor_class=row.executor_class or "", started_at=row.started_at,
-        finished_at=row.finished_at, error=row.error_message, output=loads_json(row.output),
+        finished_at=row.finished_at, error=row.error_message, output=row.output,
         attempt=int(row.attempt), executor_id=row.executor_id, error_class=row.error_class,
         duration_ms=row.duration_ms, cost_micros=row.cost_micros, enqueued_children=int(row.enqueued_children or 0),
     )
@@ -143,7 +142,7 @@ def list_active_by_kind(db: Database, kind: str) -> list[JobArgsView]:
     """Live jobs of ``kind`` with their args decoded."""
     Job = db.Job
     query = _live(db).where(Job.kind == kind, Job.state.in_(_ACTIVE)).order_by(Job.id)
-    return [JobArgsView(id=r.id, kind=r.kind, state=r.state, args=dict(loads_json(r.args) or {})) for r in query]
+    return [JobArgsView(id=r.id, kind=r.kind, state=r.state, args=dict(r.args or {})) for r in query]
 
 
 @translate_db_errors

@@ -28,7 +28,7 @@ from flywheel import clock
 from flywheel.durations import to_timedelta
 from flywheel.errors import PeriodicNotFound, ValidationError, translate_db_errors
 from flywheel.ids import new_id
-from flywheel.serde import loads_json, normalise_json_payload
+from flywheel.serde import normalise_json_payload
 from flywheel.views import PeriodicView
 
 if TYPE_CHECKING:
@@ -247,5 +247,5 @@ def periodic_view(row: Any) -> PeriodicView:
     return PeriodicView(
         slug=row.slug, kind=row.kind, queue=row.queue, cron=row.cron_expr, interval_seconds=row.interval_seconds,
         next_run_at=row.next_run_at, last_enqueued_at=row.last_enqueued_at, active=bool(row.is_active),
-        timezone=row.timezone or "UTC", args=loads_json(row.args_template),
+        timezone=row.timezone or "UTC", args=row.args_template,
     )

@@ -107,3 +107,14 @@ def test_delete_finished_jobs_keeps_live_jobs(db, client, make_runner, worker, c
     assert [j.id for j in flywheel.list_jobs(db)] == [live]
     assert flywheel.count_runs(db) == 0
     assert all(db.JobRun.select().where(db.JobRun.job_id == j).count() == 0 for j in done)
+
+
+def test_json_strings_round_trip_through_the_views(db, registry, client, make_runner):
+    @registry.worker("task")
+    def task(job: flywheel.Job[Task]) -> flywheel.Result:
+        return flywheel.Result(output="done")
+
+    job_id = client.insert(Task())
+    make_runner().run_until_idle(timeout=10)
+    assert flywheel.list_runs(db, job_id)[0].output == "done"
+    assert flywheel.find_job(db, job_id).args == {"fail": False}
