@@ -119,10 +119,12 @@ class Client:
         """
         rows = []
         now = clock.now()  # one instant for the batch: its rows keep their order in the claim
+        templates: dict[tuple[str, InsertOpts], dict[str, Any]] = {}
         for index, item in enumerate(items):
             args, opts = item if isinstance(item, tuple) else (item, _NO_OPTS)
             try:
-                rows.append(self._row(kind_of(args), dump_args(args), opts, now))
+                kind, args_json = kind_of(args), dump_args(args)
+                rows.append(self._templated_row(templates, kind, args_json, opts, now))
             except ValidationError as exc:
                 raise ValidationError(exc.field, f"{exc.message} (item {index})") from exc
         if not rows:
@@ -131,6 +133,21 @@ class Client:
         return [row["id"] if row["id"] in landed else None for row in rows]
 
     # -- internals -------------------------------------------------------------
+
+    def _templated_row(self, templates: dict[tuple[str, InsertOpts], dict[str, Any]], kind: str, args_json: str,
+                       opts: InsertOpts, now: datetime) -> dict[str, Any]:
+        """A row validated once per (kind, options) in a batch: later ones only get an id and args."""
+        try:
+            template = templates.get((kind, opts))
+        except TypeError:  # options holding a list (tags) are not hashable: build the row in full
+            return self._row(kind, args_json, opts, now)
+        if template is None:
+            template = templates[(kind, opts)] = self._row(kind, args_json, opts, now)
+            return template
+        row = template.copy()
+        row["id"] = new_id()
+        row["args"] = args_json
+        return row
 
     def _row(self, kind: str, args_json: str, opts: InsertOpts, now: datetime | None = None) -> dict[str, Any]:
         if self.registry is not None and (entry := self.registry.find(kind)) is not None:
