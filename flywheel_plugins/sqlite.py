@@ -7,7 +7,7 @@ lock per file, so threads wait their turn in Python rather than in SQLite's busy
 Several processes may share the file; their writes are serialised by SQLite itself.
 
 Wake-ups: an insert wakes this process's idle runners at commit, and an idle runner
-watches ``PRAGMA data_version`` so commits from other processes wake it within ~10 ms.
+watches ``PRAGMA data_version`` so commits from other processes wake it within ~5 ms (one cheap PRAGMA every 4 ms while idle).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 URL_SCHEMES = ("sqlite",)
 BUSY_TIMEOUT_S = 60.0
-WATCH_STEP_S = 0.01
+WATCH_STEP_S = 0.004
 _MEMORY = ":memory:"
 
 
