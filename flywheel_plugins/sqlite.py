@@ -7,7 +7,8 @@ lock per file, so threads wait their turn in Python rather than in SQLite's busy
 Several processes may share the file; their writes are serialised by SQLite itself.
 
 Wake-ups: an insert wakes this process's idle runners at commit, and an idle runner
-watches ``PRAGMA data_version`` so commits from other processes wake it within ~5 ms (one cheap PRAGMA every 4 ms while idle).
+watches ``PRAGMA data_version`` (a cheap read every 4 ms while idle) so commits from
+other processes wake it within ~5 ms.
 """
 
 from __future__ import annotations
