@@ -93,7 +93,9 @@ class Runner:
         self.leases = LeaseKeeper(db, self.lease, interval)
         self._stop = threading.Event()
         self._slots = threading.Condition()
-        self._inflight = 0
+        self._inflight = 0  # claimed and not yet finalised
+        self._executing = 0  # running a worker: at most ``concurrency``
+        self._spare_run_ids: list[str] = []
         self._runs_written = 0
         self._finished: queue.SimpleQueue[Attempt | None] = queue.SimpleQueue()
         self._pool: _WorkerPool | None = None
@@ -226,12 +228,16 @@ class Runner:
         return self._idle_or_wait()
 
     def _wait_for_slot(self, stop: threading.Event) -> int:
+        # A slot frees when its worker returns, so the next claim overlaps the finaliser's
+        # commit; finished attempts awaiting that commit are capped at ``concurrency`` more.
+        limit = 2 * self.concurrency
         with self._slots:
-            while self._inflight >= self.concurrency and not (stop.is_set() or self._stop.is_set()):
+            while (self._executing >= self.concurrency or self._inflight >= limit) and not (
+                    stop.is_set() or self._stop.is_set()):
                 self._slots.wait(0.5)
             if stop.is_set() or self._stop.is_set():
                 return 0
-            return self.concurrency - self._inflight
+            return min(self.concurrency - self._executing, limit - self._inflight)
 
     def _claim(self, limit: int) -> list[tuple[ClaimedJob, Lease]]:
         started = time.monotonic()
@@ -239,13 +245,15 @@ class Runner:
         request = ClaimRequest(
             queues=self.queues, executor_class=self.executor_class, claim_any_class=self.claim_any_class,
             limit=limit, now=now, lease_until=now + self.lease, lease_token=new_id(),
-            executor_id=self.executor_id, run_ids=tuple(new_id() for _ in range(limit)),
+            executor_id=self.executor_id, run_ids=self._run_ids(limit),
         )
         claimed = self.db.driver.claim(self.db, request)
+        self._spare_run_ids.extend(request.run_ids[len(claimed):])  # unused: keep them for the next claim
         pairs = [(job, Lease(job_id=job.id, token=job.lease_token, cancelled=threading.Event())) for job in claimed]
         if claimed:
             with self._slots:
                 self._inflight += len(claimed)
+                self._executing += len(claimed)
                 self._runs_written += len(claimed)
             for _, lease in pairs:
                 self.leases.track(lease)
@@ -254,6 +262,13 @@ class Runner:
                     executor_class=self.executor_class, queues=self.queues, claimed=len(claimed),
                     duration=timedelta(seconds=time.monotonic() - started)))
         return pairs
+
+    def _run_ids(self, count: int) -> tuple[str, ...]:
+        """Pre-minted run ids for a claim; an empty claim's ids are reused, so an idle runner mints none."""
+        spare = self._spare_run_ids
+        taken = spare[:count]
+        del spare[:count]
+        return (*taken, *(new_id() for _ in range(count - len(taken))))
 
     def _dispatch(self, job: ClaimedJob, lease: Lease) -> None:
         assert self._pool is not None and self._context is not None
@@ -264,9 +279,16 @@ class Runner:
             attempt = execute(self, job, lease)
         except BaseException:  # never lose a slot: an unexpected bug leaves the job to the sweep
             self.log.exception("jobs: dispatch of job %s failed; the sweep will recover it", job.id)
+            self._work_done()
             self._release(job.id)
             return
         self._finished.put(attempt)
+        self._work_done()
+
+    def _work_done(self) -> None:
+        with self._slots:
+            self._executing -= 1
+            self._slots.notify_all()
 
     def _claim_would_find_work(self) -> bool:
         executor = None if self.claim_any_class else self.executor_class
