@@ -10,7 +10,6 @@ new driver overrides only what its database does better (PostgreSQL's claim uses
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime
@@ -401,19 +400,7 @@ def _run_stub(job: ClaimedJob, request: ClaimRequest) -> dict[str, Any]:
     }
 
 
-class ProcessLock:
-    """A re-entrant lock shared by every Database on one file in this process."""
-
-    _locks: dict[str, threading.RLock] = {}
-    _guard = threading.Lock()
-
-    @classmethod
-    def for_key(cls, key: str) -> threading.RLock:
-        with cls._guard:
-            return cls._locks.setdefault(key, threading.RLock())
-
-
 __all__ = [
-    "ClaimRequest", "ClaimedJob", "Driver", "FinalizePlan", "FinalizeResult", "ProcessLock", "Singleton",
+    "ClaimRequest", "ClaimedJob", "Driver", "FinalizePlan", "FinalizeResult", "Singleton",
     "SweepResult",
 ]

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import peewee
 
-from flywheel.driver import Driver, ProcessLock, Singleton
+from flywheel.driver import Driver, Singleton
 from flywheel.plugins import hookimpl
 
 if TYPE_CHECKING:
@@ -58,16 +58,20 @@ def path_from_url(url: str) -> str:
     return path
 
 
-class _Wakeups:
-    """In-process wake-ups per database file."""
+class _PerFile:
+    """What every driver on one file shares in this process: the writers' lock and the wake-up."""
 
-    _conditions: dict[str, threading.Condition] = {}
+    _all: dict[str, _PerFile] = {}
     _guard = threading.Lock()
 
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.wake = threading.Condition()
+
     @classmethod
-    def for_key(cls, key: str) -> threading.Condition:
+    def of(cls, path: str) -> _PerFile:
         with cls._guard:
-            return cls._conditions.setdefault(key, threading.Condition())
+            return cls._all.setdefault(path, cls())
 
 
 class SQLiteDriver(Driver):
@@ -86,8 +90,8 @@ class SQLiteDriver(Driver):
             atexit.register(shutil.rmtree, tmpdir, True)
             path = os.path.join(tmpdir, "flywheel.db")
         self.path = os.path.abspath(path)
-        self._lock = ProcessLock.for_key(self.path)
-        self._wake = _Wakeups.for_key(self.path)
+        shared = _PerFile.of(self.path)
+        self._lock, self._wake = shared.lock, shared.wake
         self._stopping = threading.Event()
 
     def open(self) -> peewee.Database:
