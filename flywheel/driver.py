@@ -20,7 +20,8 @@ import peewee
 
 from flywheel.enums import ACTIVE_STATES, JobState, RunOutcome
 from flywheel import sql
-from flywheel.models import IS_CLAIMABLE, IS_RUNNING, index_ddl
+from flywheel.models import IS_CLAIMABLE, IS_RUNNING, from_db_time, index_ddl
+from flywheel.serde import loads_json
 
 if TYPE_CHECKING:
     from flywheel.db import Database
@@ -210,8 +211,8 @@ class Driver:
         which is exclusive on SQLite. A database with row locks must override this.
         """
         by_class = not request.claim_any_class
-        params: list[Any] = [sql.db_value(request.lease_until), request.lease_token, sql.db_value(request.now),
-                             *request.queues, sql.db_value(request.now)]
+        now = sql.db_value(request.now)  # rendered once: the claim and every run stub share it
+        params: list[Any] = [sql.db_value(request.lease_until), request.lease_token, now, *request.queues, now]
         if by_class:
             params.append(request.executor_class)
         params.append(request.limit)
@@ -221,9 +222,11 @@ class Driver:
             rows.sort(key=lambda r: (r["priority"], str(r["scheduled_at"]), r["id"]))
             claimed = [_claimed(row, request, run_id) for row, run_id in zip(rows, request.run_ids, strict=False)]
             if claimed:
-                stubs = [_run_stub(c, request) for c in claimed]
-                db.pw.execute_sql(sql.insert_run_stubs(db.pw.param, len(stubs)),
-                                  [sql.db_value(stub[c]) for stub in stubs for c in sql.RUN_STUB_COLUMNS])
+                stubs: list[Any] = []
+                for job in claimed:  # the columns of sql.RUN_STUB_COLUMNS
+                    stubs += [job.run_id, job.id, job.attempt, request.executor_class, request.executor_id, now,
+                              RunOutcome.STARTED.value, 0, now]
+                db.pw.execute_sql(sql.insert_run_stubs(db.pw.param, len(claimed)), stubs)
         return claimed
 
     # -- leases ----------------------------------------------------------------
@@ -380,24 +383,16 @@ def run_params(plan: FinalizePlan, children: int) -> list[Any]:
 
 
 def _claimed(row: dict[str, Any], request: ClaimRequest, run_id: str) -> ClaimedJob:
-    from flywheel.models import from_db_time
-    from flywheel.serde import loads_json
-
+    tags, metadata = row["tags"], row["metadata"]
     return ClaimedJob(
         id=row["id"], kind=row["kind"], queue=row["queue"], args=row["args"], attempt=int(row["attempt"]),
         max_attempts=int(row["max_attempts"]), timeout_ms=row["timeout_ms"], parent_job_id=row["parent_job_id"],
-        tags=list(loads_json(row["tags"]) or []), scheduled_at=from_db_time(row["scheduled_at"]),  # type: ignore[arg-type]
-        metadata=dict(loads_json(row["metadata"]) or {}), executor_class=row["executor_class"] or "",
-        lease_token=request.lease_token, run_id=run_id, started_at=request.now,
+        tags=[] if tags == "[]" else list(loads_json(tags) or []),  # the common empty cases skip the decoder
+        scheduled_at=from_db_time(row["scheduled_at"]),  # type: ignore[arg-type]
+        metadata={} if metadata == "{}" else dict(loads_json(metadata) or {}),
+        executor_class=row["executor_class"] or "", lease_token=request.lease_token, run_id=run_id,
+        started_at=request.now,
     )
-
-
-def _run_stub(job: ClaimedJob, request: ClaimRequest) -> dict[str, Any]:
-    return {
-        "id": job.run_id, "job_id": job.id, "attempt": job.attempt, "executor_class": request.executor_class,
-        "executor_id": request.executor_id, "started_at": request.now, "outcome": RunOutcome.STARTED.value,
-        "enqueued_children": 0, "created_at": request.now,
-    }
 
 
 __all__ = [
