@@ -2,7 +2,8 @@
 
     python -m bench.report results/sqlite.jsonl results/postgres.jsonl
 
-Reads ``"record": "run"`` and ``"record": "median"`` lines; prints, per dialect, the
+Reads the ``"record": "run"`` lines (medians are taken over every run of a configuration,
+so several files of one commit merge); prints, per dialect and commit, the
 issue's targets against the measured medians (with the spread of the repeats), then every
 drain configuration.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from collections import defaultdict
 from typing import Any
 
@@ -52,18 +54,23 @@ def _cell(record: dict[str, Any]) -> str:
 
 def render(records: list[dict[str, Any]]) -> str:
     runs: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
-    medians: dict[tuple[Any, ...], dict[str, Any]] = {}
     for r in records:
-        key = (r["dialect"], r["scenario"], r["concurrency"], r["processes"])
         if r["record"] == "run":
-            runs[key].append(r)
-        elif r["record"] == "median":
-            medians[key] = r
+            runs[(r["dialect"], r.get("commit"), r["scenario"], r["concurrency"], r["processes"])].append(r)
+    # medians over every run of a configuration, so several invocations (files) merge
+    medians: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for key, cell in runs.items():
+        merged = dict(cell[0])
+        for field in set().union(*cell):
+            values = [r[field] for r in cell if isinstance(r.get(field), (int, float))
+                      and not isinstance(r.get(field), bool)]
+            if values and field not in ("n", "concurrency", "processes", "repeat", "nproc"):
+                merged[field] = statistics.median(values)
+        medians[key] = merged
     out: list[str] = []
-    for dialect in ("postgres", "sqlite"):
-        cells = {k: v for k, v in medians.items() if k[0] == dialect}
-        if not cells:
-            continue
+    sections = sorted({(k[0], k[1]) for k in medians}, key=lambda dc: (dc[0] != "postgres", str(dc[1])))
+    for dialect, commit in sections:
+        cells = {k: v for k, v in medians.items() if k[:2] == (dialect, commit)}
         sample = next(iter(cells.values()))
         name = ("PostgreSQL " + str(sample.get("postgres")).split()[0] if dialect == "postgres"
                 else "SQLite " + sample["sqlite"])
@@ -71,11 +78,11 @@ def render(records: list[dict[str, Any]]) -> str:
         out.append("| measure | target | measured (median) | repeats (min–max) | config | met |")
         out.append("|---|---|---|---|---|---|")
         for scenario in ("enqueue", "bulk", "drain", "latency"):
-            candidates = [m for k, m in cells.items() if k[1] == scenario]
+            candidates = [m for k, m in cells.items() if k[2] == scenario]
             if not candidates:
                 continue
             best = max(candidates, key=lambda m: m.get("rate") or 0) if scenario == "drain" else candidates[0]
-            key = (dialect, scenario, best["concurrency"], best["processes"])
+            key = (dialect, commit, scenario, best["concurrency"], best["processes"])
             for field, op, target in TARGETS[(dialect, scenario)]:
                 value = best.get(field)
                 values = [r.get(field) for r in runs[key] if r.get(field) is not None]
@@ -84,17 +91,17 @@ def render(records: list[dict[str, Any]]) -> str:
                 out.append(f"| {LABELS[scenario]} | {op.replace('>=', '≥').replace('<=', '≤')} {_fmt(target, field)} "
                            f"{UNITS[field]} | **{_fmt(value, field)}** {UNITS[field]} | {spread} | {_cell(best)} "
                            f"| {'yes' if met else 'no'} |")
-        drains = sorted((m for k, m in cells.items() if k[1] == "drain"),
+        drains = sorted((m for k, m in cells.items() if k[2] == "drain"),
                         key=lambda m: (m["processes"], m["concurrency"]))
         if drains:
             out.append("\nDrain of 20,000 no-op jobs per configuration (processes × concurrency):\n")
             out.append("| config | jobs/s (median) | repeats jobs/s | seconds (median) |")
             out.append("|---|---|---|---|")
             for m in drains:
-                key = (dialect, "drain", m["concurrency"], m["processes"])
+                key = (dialect, commit, "drain", m["concurrency"], m["processes"])
                 rates = ", ".join(f"{r['rate']:,.0f}" for r in runs[key])
                 out.append(f"| {_cell(m)} | {m['rate']:,.0f} | {rates} | {m['seconds']:.2f} |")
-        lat = [m for k, m in cells.items() if k[1] == "latency"]
+        lat = [m for k, m in cells.items() if k[2] == "latency"]
         for m in lat:
             out.append(f"\nLatency detail ({m['n']} samples): enqueue call → finalisation committed p50 "
                        f"{_fmt(m.get('p50_ms'), 'p50_ms')} ms, p99 {_fmt(m.get('p99_ms'), 'p99_ms')} ms, max "
