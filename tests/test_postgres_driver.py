@@ -343,7 +343,7 @@ def test_claim_orders_leases_and_writes_started_runs_in_one_round_trip(
     }
     calls: list[Any] = []
     real = postgres._execute
-    monkeypatch.setattr(postgres, "_execute", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    monkeypatch.setattr(postgres.driver, "_execute", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
     request = request_for(("default",), limit=10)
     claimed = pg.driver.claim(pg, request)
     assert len(calls) == 1  # one statement, one round trip
@@ -462,7 +462,7 @@ def test_an_insert_notifies_its_queue_in_one_round_trip(pg: flywheel.Database,
     listener = Listener(pg)
     calls: list[Any] = []
     real = postgres._execute
-    monkeypatch.setattr(postgres, "_execute", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    monkeypatch.setattr(postgres.driver, "_execute", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
     flywheel.Client(pg).insert(Noop(1))
     assert len(calls) == 1 and b"pg_notify" in calls[0]
     assert listener.received() == 1
@@ -610,7 +610,7 @@ def test_the_listen_connection_comes_back_after_it_is_terminated(
 
 
 def test_the_listener_retires_when_nobody_waits(pg: flywheel.Database, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(postgres, "LISTEN_LINGER_S", 0.2)
+    monkeypatch.setattr(postgres.listener, "LISTEN_LINGER_S", 0.2)
     pg.driver.wait_for_work(pg, ["default"], 0.05)
     listener = pg.driver._listener
     assert listener is not None

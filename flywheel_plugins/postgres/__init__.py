@@ -1,0 +1,79 @@
+"""PostgreSQL driver: ``postgresql://user:pass@host:port/db?libpq-params`` (also ``postgres://``).
+
+What PostgreSQL does better than the portable peewee defaults in :mod:`flywheel.driver`:
+
+* **The claim** is one statement: ``SELECT … FOR UPDATE SKIP LOCKED`` over the ``jobs_ready``
+  partial index, the ``UPDATE`` that leases the rows and the ``INSERT`` of their ``started``
+  run rows, in one round trip (see :data:`.statements._CLAIM_SQL`).
+* **Enqueue** is a multi-row ``INSERT … ON CONFLICT DO NOTHING RETURNING id``; a single job
+  inserted outside a transaction is one round trip that also ``NOTIFY``s its queue.
+* **Wake-ups**: every insert ``NOTIFY``s its queue's channel inside the inserting transaction
+  (so a rolled-back insert wakes nobody); an idle runner waits on a dedicated ``LISTEN``
+  connection per driver, which is re-established whenever it drops. Polling stays the source
+  of truth: a lost notification costs one poll interval.
+* **Connections heal**: one connection per thread (peewee's thread-local state); a connection
+  whose server side went away (``pg_terminate_backend``, a restart) is noticed before it is
+  used and replaced; ``statement_timeout``, TCP keepalives and ``tcp_user_timeout`` keep a
+  half-open socket from hanging a runner. Passwords never reach a log line or an error.
+* **Finalisation** of a group of attempts is one statement (two with follow-ups), fenced by
+  lease token exactly like :meth:`flywheel.driver.Driver._finalize_one`.
+* **Maintenance**: the sweep locks its batch with ``SKIP LOCKED``; :meth:`singleton` is a
+  session advisory lock on a dedicated connection; ``migrate`` runs under a transaction-level
+  advisory lock (nodes starting together do not race) and sets ``jobs``' storage parameters.
+
+``psycopg2`` is imported only when a PostgreSQL database is opened; this module imports
+without it.
+
+The package, by concept: :mod:`.connection` (URLs, secrets, the peewee database, lost
+connections), :mod:`.statements` (the SQL), :mod:`.bulk` (COPY and ``VALUES`` text),
+:mod:`.listener` (NOTIFY channels and the LISTEN thread), :mod:`.locks` (advisory locks)
+and :mod:`.driver` (the :class:`PostgresDriver` that uses them all).
+"""
+
+from __future__ import annotations
+
+from flywheel.driver import Driver
+from flywheel.plugins import hookimpl
+
+# The public names below are the ones this module had before it became a package; the
+# constants and the private helpers (_execute, _CHANNEL_SQL) the tests read are re-exported
+# too. A name is looked up in the submodule that uses it: monkeypatch it there (e.g.
+# flywheel_plugins.postgres.driver._execute), not here.
+from flywheel_plugins.postgres.bulk import COPY_MIN_ROWS, COPY_PIECE  # noqa: F401
+from flywheel_plugins.postgres.connection import (  # noqa: F401
+    CONNECTION_DEFAULTS,
+    INSTALL_HINT,
+    SESSION_DEFAULTS,
+    PostgresDatabase,
+    PostgresDriverMissing,
+    _execute,
+    connection_params,
+    hide_password,
+    lost_connection,
+)
+from flywheel_plugins.postgres.driver import JOBS_STORAGE_PARAMETERS, PostgresDriver  # noqa: F401
+from flywheel_plugins.postgres.listener import (  # noqa: F401
+    _CHANNEL_SQL,
+    LISTEN_LINGER_S,
+    LISTEN_MAX_BACKOFF_S,
+    channel_name,
+)
+from flywheel_plugins.postgres.locks import AdvisoryLock
+from flywheel_plugins.postgres.statements import claim_sql
+
+URL_SCHEMES = ("postgresql", "postgres")
+
+
+@hookimpl(trylast=True)
+def flywheel_driver(url: str) -> Driver | None:
+    """Open ``postgresql://`` and ``postgres://`` URLs."""
+    scheme = url.partition(":")[0].lower()
+    if scheme not in URL_SCHEMES or not url[len(scheme) :].startswith("://"):
+        return None
+    return PostgresDriver(url)
+
+
+__all__ = [
+    "INSTALL_HINT", "URL_SCHEMES", "AdvisoryLock", "PostgresDatabase", "PostgresDriver", "PostgresDriverMissing",
+    "channel_name", "claim_sql", "connection_params", "flywheel_driver", "hide_password", "lost_connection",
+]

@@ -1,0 +1,390 @@
+"""The PostgreSQL :class:`~flywheel.driver.Driver`: the kernel's operations, each in as few round trips as
+PostgreSQL allows (what each one does better is listed in :mod:`flywheel_plugins.postgres`)."""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import peewee
+
+from flywheel.driver import ClaimedJob, ClaimRequest, Driver, FinalizePlan, FinalizeResult, Singleton, SweepResult
+from flywheel.models import to_db_time
+from flywheel_plugins.postgres.bulk import _CONVERTERS, COPY_MIN_ROWS, COPY_PIECE, _copy_text, _default
+from flywheel_plugins.postgres.connection import (
+    _WRAP,
+    PostgresDatabase,
+    _execute,
+    _loaded_psycopg2,
+    _Secrets,
+    _sqlstate,
+    _TRANSIENT_SQLSTATES,
+    connection_params,
+    hide_password,
+    lost_connection,
+)
+from flywheel_plugins.postgres.listener import _CHANNEL_SQL, _Listener
+from flywheel_plugins.postgres.locks import AdvisoryLock, _lock_key
+from flywheel_plugins.postgres.statements import (
+    _FENCE_ONLY_SQL,
+    _FINALIZE_SQL,
+    _RENEW_SQL,
+    _RUNS_ONLY_SQL,
+    _SWEEP_SQL,
+    _claimed_job,
+    _plan_arrays,
+    claim_sql,
+)
+
+if TYPE_CHECKING:
+    from flywheel.db import Database
+
+#: Storage parameters for ``jobs`` (go-flywheel §2.6): vacuum the hot queue table early and
+#: leave room on each page for the updated row versions a job's life produces.
+JOBS_STORAGE_PARAMETERS = {
+    "autovacuum_vacuum_scale_factor": "0.02",
+    "autovacuum_vacuum_cost_limit": "1000",
+    "fillfactor": "80",
+}
+
+T = TypeVar("T")
+
+
+class PostgresDriver(Driver):
+    """The PostgreSQL driver; see the :mod:`flywheel_plugins.postgres` docstring."""
+
+    name = "postgres"
+    chunk_size = 1000
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self._secrets = _Secrets(url)
+        self._params: dict[str, Any] | None = None
+        self._listener_lock = threading.Lock()
+        self._listener: _Listener | None = None
+        self._wake = threading.Condition()
+        self._seq: dict[str, int] = {}  # queue -> notifications seen (bumped by the listener)
+        self._interrupts = 0
+        self._seen = threading.local()
+
+    # -- connection ----------------------------------------------------------------------
+
+    @property
+    def params(self) -> dict[str, Any]:
+        if self._params is None:
+            self._params = connection_params(self.url)
+        return self._params
+
+    def open(self) -> peewee.Database:
+        return PostgresDatabase(
+            self.params, self._secrets,
+            field_types={"JSON": "JSONB", "TIMESTAMPTZ": "TIMESTAMPTZ"},
+        )
+
+    def display_url(self) -> str:
+        return hide_password(self.url)
+
+    def scrub(self, text: str) -> str:
+        """``text`` with this driver's password hidden."""
+        return self._secrets.scrub(text)
+
+    def is_transient(self, exc: BaseException) -> bool:
+        if super().is_transient(exc) or lost_connection(exc):
+            return True
+        psycopg2 = _loaded_psycopg2()
+        if psycopg2 is not None and isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)):
+            return True
+        code = _sqlstate(exc)
+        return bool(code) and code.startswith(_TRANSIENT_SQLSTATES)
+
+    def reset_connection(self, db: Database) -> None:
+        pw = db.pw
+        if pw.in_transaction():
+            return  # the caller's transaction owns it; it fails and unwinds on its own
+        if isinstance(pw, PostgresDatabase):
+            pw.drop_connection()
+        else:
+            super().reset_connection(db)
+
+    def _retry_lost(self, db: Database, operation: Callable[[], T]) -> T:
+        """Run ``operation``; if the connection turned out dead, run it once more on a new one.
+
+        Only for operations that are safe to repeat and only outside a caller's transaction.
+        """
+        try:
+            return operation()
+        except Exception as exc:
+            if db.pw.in_transaction() or not lost_connection(exc):
+                raise
+        self.reset_connection(db)
+        return operation()
+
+    # -- schema --------------------------------------------------------------------------
+
+    def migrate(self, db: Database) -> None:
+        with db.atomic():
+            # Nodes starting together each run migrate: serialise them (CREATE TABLE IF NOT
+            # EXISTS races on the catalog otherwise). Index builds may outlast statement_timeout.
+            db.pw.execute_sql("SET LOCAL statement_timeout = 0")
+            db.pw.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_lock_key("", "flywheel:migrate"),))
+            super().migrate(db)
+            self._set_storage_parameters(db)
+
+    def _set_storage_parameters(self, db: Database) -> None:
+        row = db.pw.execute_sql(
+            "SELECT reloptions FROM pg_class WHERE oid = to_regclass('jobs')"
+        ).fetchone()
+        current = dict(option.split("=", 1) for option in (row[0] if row and row[0] else []))
+        wanted = {k: v for k, v in JOBS_STORAGE_PARAMETERS.items() if current.get(k) != v}
+        if wanted:  # ALTER only when something differs: it takes a lock, even when idempotent
+            settings = ", ".join(f"{k} = {v}" for k, v in wanted.items())
+            db.pw.execute_sql(f"ALTER TABLE jobs SET ({settings})")
+
+    # -- producing -----------------------------------------------------------------------
+
+    def _values_sql(self, db: Database, rows: Sequence[dict[str, Any]]) -> tuple[list[str], bytes]:
+        """Column names and the mogrified ``VALUES`` list of ``rows`` (one C call for the chunk)."""
+        fields = db.Job._meta.fields
+        names = [name for name in fields if name in rows[0]]
+        if any(len(row) != len(names) for row in rows):  # ragged rows: every column any row has
+            names = [name for name in fields if any(name in row for row in rows)]
+            rows = [{name: row[name] if name in row else _default(fields[name]) for name in names} for row in rows]
+        pairs = [(name, _CONVERTERS.get(fields[name].field_type)) for name in names]
+        flat: list[Any] = []
+        for row in rows:
+            flat.extend([row[name] if convert is None else convert(row[name]) for name, convert in pairs])
+        template = "(" + ",".join(["%s"] * len(names)) + ")"
+        values = db.pw.cursor().mogrify(",".join([template] * len(rows)), flat)
+        return [fields[name].column_name for name in names], values
+
+    def insert_jobs(self, db: Database, rows: Sequence[dict[str, Any]]) -> set[str]:
+        """Insert ``rows`` skipping unique collisions; return the ids that landed.
+
+        Up to :data:`COPY_MIN_ROWS` rows: one multi-row ``INSERT … ON CONFLICT DO NOTHING
+        RETURNING id`` per chunk of :attr:`chunk_size`. Bulk: the rows are streamed with
+        ``COPY`` into a session-private staging table, then moved by one ``INSERT … SELECT …
+        ON CONFLICT DO NOTHING RETURNING id`` (same semantics; PostgreSQL parses COPY data
+        several times faster than a VALUES list, and Python formats it faster too).
+        """
+        if not rows:
+            return set()
+        if len(rows) >= COPY_MIN_ROWS:
+            if db.pw.in_transaction():
+                return self._copy_insert(db, rows)
+            with db.atomic():
+                return self._copy_insert(db, rows)
+        landed: set[str] = set()
+        for start in range(0, len(rows), self.chunk_size):
+            chunk = rows[start : start + self.chunk_size]
+            columns, values = self._values_sql(db, chunk)
+            sql = (f"INSERT INTO jobs ({', '.join(columns)}) VALUES ".encode() + values
+                   + b" ON CONFLICT DO NOTHING RETURNING id")
+            landed.update(row[0] for row in _execute(db, sql).fetchall())
+        return landed
+
+    def _copy_insert(self, db: Database, rows: Sequence[dict[str, Any]]) -> set[str]:
+        fields = db.Job._meta.fields
+        names = [name for name in fields if name in rows[0]]
+        if any(len(row) != len(names) for row in rows):
+            names = [name for name in fields if any(name in row for row in rows)]
+            rows = [{name: row[name] if name in row else _default(fields[name]) for name in names} for row in rows]
+        # The staging table lives as long as the session; ON COMMIT DELETE ROWS and the
+        # TRUNCATE keep it empty between uses (insert_jobs may run twice in one transaction).
+        _execute(db, "CREATE TEMP TABLE IF NOT EXISTS flywheel_stage (LIKE jobs) ON COMMIT DELETE ROWS; "
+                     "TRUNCATE flywheel_stage")
+        cursor = db.pw.cursor()
+        copied: list[str] = []
+        for start in range(0, len(rows), COPY_PIECE):
+            piece = rows[start : start + COPY_PIECE]
+            columns, text = _copy_text(piece, [(fields[name].column_name, name, fields[name].field_type,
+                                                fields[name].null) for name in names])
+            if copied and columns != copied:  # a different set of all-NULL columns: move this piece first
+                landed = self._move_stage(db, copied)
+                _execute(db, "TRUNCATE flywheel_stage")
+                return landed | self._copy_insert(db, rows[start:])
+            copied = columns
+            with _WRAP:
+                cursor.copy_expert(f"COPY flywheel_stage ({', '.join(columns)}) FROM STDIN", io.StringIO(text))
+        return self._move_stage(db, copied)
+
+    def _move_stage(self, db: Database, columns: list[str]) -> set[str]:
+        names = ", ".join(columns)
+        sql = f"INSERT INTO jobs ({names}) SELECT {names} FROM flywheel_stage ON CONFLICT DO NOTHING RETURNING id"
+        return {row[0] for row in _execute(db, sql).fetchall()}
+
+    def enqueue(self, db: Database, rows: Sequence[dict[str, Any]]) -> set[str]:
+        if not rows:
+            return set()
+        if len(rows) == 1 and not db.pw.in_transaction():
+            # One job, no caller transaction: insert and NOTIFY in one autocommit statement,
+            # one round trip. The notification is sent only if the row landed.
+            columns, values = self._values_sql(db, rows)
+            sql = (
+                f"WITH ins AS (INSERT INTO jobs ({', '.join(columns)}) VALUES ".encode() + values
+                + b" ON CONFLICT DO NOTHING RETURNING id, queue)\n"
+                + f"SELECT id, pg_notify({_CHANNEL_SQL.format(q='queue')}, '') FROM ins".encode()
+            )
+            return {row[0] for row in _execute(db, sql).fetchall()}
+        with db.atomic():
+            landed = self.insert_jobs(db, rows)
+            if landed:
+                self.notify(db, {row["queue"] for row in rows if row["id"] in landed})
+        return landed
+
+    def notify(self, db: Database, queues: set[str]) -> None:
+        """``NOTIFY`` each queue's channel; inside a transaction PostgreSQL sends it at commit."""
+        if queues:
+            db.pw.execute_sql(
+                f"SELECT pg_notify({_CHANNEL_SQL.format(q='queue')}, '') FROM unnest(%s::text[]) AS q (queue)",
+                (sorted(queues),),
+            )
+
+    # -- wake-ups --------------------------------------------------------------------------
+
+    def wait_for_work(self, db: Database, queues: Sequence[str], timeout: float) -> bool:
+        """Wait on the driver's LISTEN connection for a notification on one of ``queues``.
+
+        A notification (or :meth:`interrupt_waits`) that arrived since this thread's previous
+        wait returns at once, so one sent between a claim and the next wait is not lost.
+        """
+        if timeout <= 0:
+            return False
+        queues = tuple(queues)
+        listener = self._listen(queues)
+        deadline = time.monotonic() + timeout
+        seen: dict[Any, int] | None = getattr(self._seen, "counters", None)
+        if seen is None:
+            seen = self._seen.counters = {}
+        with self._wake:
+            listener.waiters += 1
+            try:
+                baseline = seen.get(queues, self._notified(queues))
+                interrupts = seen.get(None, self._interrupts)
+                while True:
+                    current = self._notified(queues)
+                    if current != baseline or self._interrupts != interrupts:
+                        woken = True
+                        break
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        woken = False
+                        break
+                    self._wake.wait(remaining)
+                seen[queues] = current
+                seen[None] = self._interrupts
+                return woken
+            finally:
+                listener.waiters -= 1
+                listener.last_wait = time.monotonic()
+
+    def _notified(self, queues: Sequence[str]) -> int:
+        return sum(self._seq.get(queue, 0) for queue in queues)
+
+    def interrupt_waits(self) -> None:
+        with self._wake:
+            self._interrupts += 1
+            self._wake.notify_all()
+
+    def _listen(self, queues: Sequence[str]) -> _Listener:
+        with self._listener_lock:
+            listener = self._listener
+            if listener is None or not listener.is_alive() or listener.pid != os.getpid() or listener.retiring:
+                listener = self._listener = _Listener(self)
+                listener.want(queues)
+                listener.start()
+            else:
+                listener.want(queues)
+            listener.last_wait = time.monotonic()  # keeps it from retiring before the wait starts
+            return listener
+
+    def _bump(self, queues: Sequence[str]) -> None:
+        with self._wake:
+            for queue in queues:
+                self._seq[queue] = self._seq.get(queue, 0) + 1
+            self._wake.notify_all()
+
+    def _listener_retired(self, listener: _Listener) -> None:
+        with self._listener_lock:
+            if self._listener is listener:
+                self._listener = None
+
+    def close(self) -> None:
+        """Stop the LISTEN connection, if any (it would also close itself once idle)."""
+        with self._listener_lock:
+            listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.stop()
+
+    # -- the claim -------------------------------------------------------------------------
+
+    def claim(self, db: Database, request: ClaimRequest) -> list[ClaimedJob]:
+        """Lease up to ``request.limit`` jobs and write their run rows: one statement, one round trip.
+
+        A claim is safe to repeat, so one that finds its connection dead is retried at once
+        on a new connection (if the lost one had committed, its jobs come back through the
+        sweep when their lease expires).
+        """
+        if request.limit <= 0 or not request.queues or not request.run_ids:
+            return []
+        sql, params = claim_sql(request)
+        rows = self._retry_lost(db, lambda: _execute(db, sql, params, dicts=True))
+        return [_claimed_job(row, request) for row in rows]
+
+    # -- leases ----------------------------------------------------------------------------
+
+    def renew_leases(
+        self, db: Database, leases: Sequence[tuple[str, str]], until: datetime, now: datetime
+    ) -> set[str]:
+        if not leases:
+            return set()
+        params = {"until": to_db_time(until), "now": to_db_time(now),
+                  "ids": [job_id for job_id, _ in leases], "tokens": [token for _, token in leases]}
+        rows = self._retry_lost(db, lambda: _execute(db, _RENEW_SQL, params).fetchall())
+        return {row[0] for row in rows}
+
+    # -- finalisation ------------------------------------------------------------------------
+
+    def finalize(self, db: Database, plans: Sequence[FinalizePlan]) -> list[FinalizeResult]:
+        """Finalise a group of attempts in one statement (follow-ups: one transaction).
+
+        Same semantics as the base :meth:`_finalize_one`: the job changes only while it is
+        still running under the attempt's lease token; a superseded attempt still writes
+        its own run row; follow-ups are inserted only when not superseded.
+        """
+        if not plans:
+            return []
+        if not any(plan.follow_ups for plan in plans) and not db.pw.in_transaction():
+            changed = {row[0] for row in _execute(db, _FINALIZE_SQL, _plan_arrays(plans, {})).fetchall()}
+            return [FinalizeResult(job_id=p.job_id, superseded=p.job_id not in changed, enqueued_children=0)
+                    for p in plans]
+        with db.atomic():
+            changed = {row[0] for row in _execute(db, _FENCE_ONLY_SQL, _plan_arrays(plans, {})).fetchall()}
+            children: dict[str, int] = {}
+            queues: set[str] = set()
+            for plan in plans:
+                if plan.follow_ups and plan.job_id in changed:
+                    children[plan.run_id] = len(self.insert_jobs(db, plan.follow_ups))
+                    queues.update(row["queue"] for row in plan.follow_ups)
+            self.notify(db, queues)
+            _execute(db, _RUNS_ONLY_SQL, _plan_arrays(plans, children, changed))
+        return [FinalizeResult(job_id=p.job_id, superseded=p.job_id not in changed,
+                               enqueued_children=children.get(p.run_id, 0)) for p in plans]
+
+    # -- maintenance -------------------------------------------------------------------------
+
+    def _sweep_batch(self, db: Database, now: datetime, batch_size: int) -> SweepResult:
+        with db.atomic():
+            # SKIP LOCKED: a row another transaction holds (a finaliser committing, another
+            # node's sweep) is left to it; the base _recover re-checks the lease in its UPDATEs.
+            expired = [tuple(row) for row in _execute(
+                db, _SWEEP_SQL, {"now": to_db_time(now), "limit": batch_size}).fetchall()]
+            return self._recover(db, now, expired)  # type: ignore[arg-type]
+
+    def singleton(self, db: Database, name: str) -> Singleton:
+        """A session advisory lock named ``name`` (scoped to the database's schema)."""
+        return AdvisoryLock(self, name)

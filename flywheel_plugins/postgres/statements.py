@@ -1,0 +1,202 @@
+"""The SQL of the claim, lease renewal, finalisation and the sweep, and the small functions that
+fill in their parameters and read their rows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from flywheel.driver import ClaimedJob, ClaimRequest, FinalizePlan
+from flywheel.enums import CLAIMABLE_STATES
+from flywheel.models import from_db_time, to_db_time
+from flywheel.serde import loads_json
+
+_CLAIMABLE = ", ".join(f"'{s.value}'" for s in CLAIMABLE_STATES)
+
+
+#: The columns a claim returns (what :class:`~flywheel.driver.ClaimedJob` needs, and the sort key).
+_CLAIM_RETURNING = ("id", "kind", "queue", "args", "attempt", "max_attempts", "timeout_ms", "parent_job_id",
+                    "tags", "scheduled_at", "metadata", "executor_class", "priority")
+
+
+def _claimed_job(row: dict[str, Any], request: ClaimRequest) -> ClaimedJob:
+    return ClaimedJob(
+        id=row["id"], kind=row["kind"], queue=row["queue"], args=row["args"], attempt=int(row["attempt"]),
+        max_attempts=int(row["max_attempts"]), timeout_ms=row["timeout_ms"], parent_job_id=row["parent_job_id"],
+        tags=[] if row["tags"] == "[]" else list(loads_json(row["tags"]) or []),
+        scheduled_at=from_db_time(row["scheduled_at"]),  # type: ignore[arg-type]
+        metadata={} if row["metadata"] == "{}" else dict(loads_json(row["metadata"]) or {}),
+        executor_class=row["executor_class"] or "",
+        lease_token=request.lease_token, run_id=row["run_id"], started_at=request.now,
+    )
+
+
+#: The claim, in one round trip. ``{due}`` is :data:`_DUE_ONE_QUEUE` or
+#: :data:`_DUE_QUEUES`, completed by :func:`claim_sql`; every value is a bound parameter.
+_CLAIM_SQL = """
+WITH due AS ({due}
+), claimed AS (
+    -- Lease them: one token for the whole batch (every later write is fenced by id AND token).
+    UPDATE jobs
+    SET state = 'running', attempt = jobs.attempt + 1, leased_until = %(lease_until)s::timestamptz,
+        lease_token = %(token)s, updated_at = %(now)s::timestamptz
+    FROM due WHERE jobs.id = due.id
+    RETURNING {returned}
+), numbered AS (
+    -- UPDATE ... RETURNING comes back in no particular order: number the rows in claim order
+    -- and pair the n-th with the n-th run id the kernel minted.
+    SELECT claimed.*, run.id AS run_id
+    FROM (SELECT *, row_number() OVER (ORDER BY priority, scheduled_at, id) AS n FROM claimed) AS claimed
+    JOIN unnest(%(run_ids)s::text[]) WITH ORDINALITY AS run (id, n) ON run.n = claimed.n
+), runs AS (
+    -- The attempts' 'started' audit rows, in the same statement (and so the same commit).
+    INSERT INTO job_runs (id, job_id, attempt, executor_class, executor_id, started_at, outcome,
+                          enqueued_children, created_at)
+    SELECT run_id, id, attempt, %(executor_class)s, %(executor_id)s, %(now)s::timestamptz, 'started',
+           0, %(now)s::timestamptz
+    FROM numbered
+)
+SELECT * FROM numbered ORDER BY n
+"""
+
+#: The due rows of one queue, in claim order. The predicate repeats the jobs_ready index's
+#: own (state IN claimable AND deleted_at IS NULL), so the planner can use that partial
+#: index; its key (queue, priority, scheduled_at, id) yields the rows already in claim order,
+#: so LIMIT stops after n entries and an empty poll is one index probe. The executor class
+#: is a cheap filter on the rows, deliberately not an index column. SKIP LOCKED steps over
+#: rows another claimer holds: claimers never wait on one another, never take the same row.
+_DUE_ONE_QUEUE = """
+    SELECT id FROM jobs
+    WHERE state IN ({claimable}) AND deleted_at IS NULL
+      AND queue = %(queue)s AND scheduled_at <= %(now)s::timestamptz{class_filter}
+    ORDER BY priority, scheduled_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED"""
+
+#: Several queues: ``queue = ANY(...)`` would scan every ready row of those queues and sort
+#: them. Instead, the same ordered, locking index scan runs once per queue (LATERAL) and the
+#: best n of the candidates are kept. Candidates beyond the n stay locked only until this
+#: statement commits; other claimers skip them meanwhile, which is harmless.
+_DUE_QUEUES = """
+    SELECT candidate.id FROM unnest(%(queues)s::text[]) AS q (queue)
+    CROSS JOIN LATERAL (
+        SELECT id, priority, scheduled_at FROM jobs
+        WHERE state IN ({claimable}) AND deleted_at IS NULL
+          AND queue = q.queue AND scheduled_at <= %(now)s::timestamptz{class_filter}
+        ORDER BY priority, scheduled_at, id
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) AS candidate
+    ORDER BY candidate.priority, candidate.scheduled_at, candidate.id
+    LIMIT %(limit)s"""
+
+
+def claim_sql(request: ClaimRequest) -> tuple[str, dict[str, Any]]:
+    """The claim statement and its parameters for ``request`` (also used by the EXPLAIN test)."""
+    queues = list(dict.fromkeys(request.queues))
+    class_filter = "" if request.claim_any_class else "\n          AND executor_class IN (%(executor_class)s, '')"
+    due = (_DUE_ONE_QUEUE if len(queues) == 1 else _DUE_QUEUES).format(
+        claimable=_CLAIMABLE, class_filter=class_filter)
+    sql = _CLAIM_SQL.format(due=due, returned=", ".join(f"jobs.{c}" for c in _CLAIM_RETURNING))
+    params = {
+        "queue": queues[0] if queues else None,
+        "queues": queues,
+        "now": to_db_time(request.now),
+        # never lease more rows than there are run ids for (a row without one would be orphaned)
+        "limit": min(request.limit, len(request.run_ids)),
+        "lease_until": to_db_time(request.lease_until),
+        "token": request.lease_token,
+        "run_ids": list(request.run_ids[: request.limit]),
+        "executor_class": request.executor_class,
+        "executor_id": request.executor_id,
+    }
+    return sql, params
+
+
+_RENEW_SQL = """
+UPDATE jobs SET leased_until = %(until)s::timestamptz, updated_at = %(now)s::timestamptz
+FROM unnest(%(ids)s::text[], %(tokens)s::text[]) AS lease (id, token)
+WHERE jobs.id = lease.id AND jobs.state = 'running' AND jobs.lease_token = lease.token
+RETURNING jobs.id
+"""
+
+#: Fenced finalisation of a group of attempts. ``plan`` unnests the arrays of
+#: :func:`_plan_arrays`; the ``jobs`` update only touches rows still running under the
+#: attempt's own lease token, and returns the ids it changed (the others were superseded:
+#: cancelled, retried or swept while the attempt ran). Superseded attempts still write their
+#: own run row. Matches :meth:`flywheel.driver.Driver._finalize_one` column for column.
+_PLAN_CTE = """
+plan AS (
+    SELECT * FROM unnest(
+        %(job_id)s::text[], %(run_id)s::text[], %(lease_token)s::text[], %(state)s::text[],
+        %(scheduled_at)s::timestamptz[], %(finalized_at)s::timestamptz[], %(bump)s::boolean[],
+        %(outcome)s::text[], %(finished_at)s::timestamptz[], %(duration_ms)s::bigint[],
+        %(error_class)s::text[], %(error_message)s::text[], %(output)s::text[], %(cost_micros)s::bigint[],
+        %(children)s::bigint[], %(current)s::boolean[]
+    ) AS p (job_id, run_id, lease_token, state, scheduled_at, finalized_at, bump, outcome, finished_at,
+            duration_ms, error_class, error_message, output, cost_micros, children, current)
+)"""
+_FENCE_SQL = """
+    UPDATE jobs
+    SET state = plan.state, updated_at = plan.finished_at, leased_until = NULL, lease_token = NULL,
+        scheduled_at = coalesce(plan.scheduled_at, jobs.scheduled_at),
+        finalized_at = coalesce(plan.finalized_at, jobs.finalized_at),
+        max_attempts = jobs.max_attempts + CASE WHEN plan.bump THEN 1 ELSE 0 END
+    FROM plan
+    WHERE jobs.id = plan.job_id AND jobs.state = 'running' AND jobs.lease_token = plan.lease_token
+    RETURNING jobs.id"""
+_RUNS_SQL = """
+    UPDATE job_runs
+    SET outcome = plan.outcome, finished_at = plan.finished_at, duration_ms = plan.duration_ms,
+        cost_micros = plan.cost_micros, enqueued_children = plan.children,
+        error_class = plan.error_class, error_message = plan.error_message,
+        error_payload = CASE WHEN plan.error_message IS NULL THEN NULL
+                             ELSE jsonb_build_object('message', plan.error_message) END,
+        output = plan.output::jsonb
+    FROM plan
+    -- a superseded attempt keeps a verdict already recorded (the sweep's or a release's 'crashed')
+    WHERE job_runs.id = plan.run_id AND (job_runs.outcome = 'started' OR {current})"""
+#: No follow-ups: fence the jobs and write the runs in one statement (one round trip, and
+#: autocommit makes it one commit).
+_FINALIZE_SQL = (f"WITH {_PLAN_CTE.strip()},\nfenced AS ({_FENCE_SQL}\n),\n"
+                 f"runs AS ({_RUNS_SQL.format(current='plan.job_id IN (SELECT id FROM fenced)')}\n)\n"
+                 "SELECT id FROM fenced")
+#: With follow-ups: fence first, insert the follow-ups of the attempts that were current, then
+#: write the runs with their children counts (``plan.current`` says which were not superseded).
+_FENCE_ONLY_SQL = f"WITH {_PLAN_CTE.strip()}\n{_FENCE_SQL.strip()}"
+_RUNS_ONLY_SQL = f"WITH {_PLAN_CTE.strip()}\n{_RUNS_SQL.format(current='plan.current').strip()}"
+
+_SWEEP_SQL = """
+SELECT id, attempt, max_attempts FROM jobs
+WHERE state = 'running' AND leased_until < %(now)s::timestamptz AND deleted_at IS NULL
+ORDER BY leased_until
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+"""
+
+
+def _plan_arrays(
+    plans: Sequence[FinalizePlan], children: dict[str, int], current: set[str] | None = None
+) -> dict[str, list[Any]]:
+    def ts(value: datetime | None) -> str | None:
+        return None if value is None else to_db_time(value)
+
+    return {
+        "job_id": [p.job_id for p in plans],
+        "run_id": [p.run_id for p in plans],
+        "lease_token": [p.lease_token for p in plans],
+        "state": [p.state.value for p in plans],
+        "scheduled_at": [ts(p.scheduled_at) for p in plans],
+        "finalized_at": [ts(p.finalized_at) for p in plans],
+        "bump": [bool(p.bump_max_attempts) for p in plans],
+        "outcome": [p.outcome.value for p in plans],
+        "finished_at": [ts(p.finished_at) for p in plans],
+        "duration_ms": [p.duration_ms for p in plans],
+        "error_class": [p.error_class for p in plans],
+        "error_message": [p.error_message for p in plans],
+        "output": [p.output_json for p in plans],
+        "cost_micros": [p.cost_micros for p in plans],
+        "children": [children.get(p.run_id, 0) for p in plans],
+        "current": [current is not None and p.job_id in current for p in plans],
+    }
