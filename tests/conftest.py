@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -93,29 +92,29 @@ def sqlite_db(tmp_path: Path) -> Iterator[flywheel.Database]:
     database.close()
 
 
-@pytest.fixture
-def registry() -> flywheel.Registry:
-    return flywheel.Registry()
+# The suite dogfoods flywheel's own pytest plugin: its fixtures, on the dialect-parametrised ``db``.
 
 
 @pytest.fixture
-def client(db: flywheel.Database, registry: flywheel.Registry) -> flywheel.Client:
-    return flywheel.Client(db, registry=registry)
+def flywheel_db(db: flywheel.Database) -> flywheel.Database:
+    return db
 
 
 @pytest.fixture
-def make_runner(db: flywheel.Database, registry: flywheel.Registry) -> Callable[..., flywheel.Runner]:
-    def make(**options: Any) -> flywheel.Runner:
-        options.setdefault("poll_interval", 0.02)
-        options.setdefault("retry_backoff_base", 0.001)
-        options.setdefault("max_retry_backoff", 0.01)
-        return flywheel.Runner(db, registry, **options)
-
-    return make
+def registry(flywheel_registry: flywheel.Registry) -> flywheel.Registry:
+    return flywheel_registry
 
 
 @pytest.fixture
-def clock() -> Iterator[flywheel.FixedClock]:
-    fixed = flywheel.FixedClock(datetime(2026, 1, 1, tzinfo=UTC))
-    with flywheel.use_clock(fixed):
-        yield fixed
+def client(flywheel_client: flywheel.Client) -> flywheel.Client:
+    return flywheel_client
+
+
+@pytest.fixture
+def make_runner(flywheel_runner: Callable[..., flywheel.Runner]) -> Callable[..., flywheel.Runner]:
+    return flywheel_runner
+
+
+@pytest.fixture
+def clock(flywheel_clock: flywheel.FixedClock) -> flywheel.FixedClock:
+    return flywheel_clock
