@@ -29,3 +29,14 @@ def in_thread(fn: Any, *args: Any) -> Any:
     thread = threading.Thread(target=contextvars.copy_context().run, args=(fn, *args), daemon=True)
     thread.start()
     return thread
+
+
+def wait_for(predicate: Any, timeout: float = 20.0, what: str = "condition") -> None:
+    """Poll ``predicate`` every 20 ms until it holds; fail naming ``what`` after ``timeout`` s."""
+    import time
+
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)

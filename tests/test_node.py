@@ -22,17 +22,9 @@ import pytest
 import flywheel
 from flywheel import HealthConfig, Node, RunnerConfig, SchedulerConfig, ValidationError
 from flywheel.plugins import hookimpl, make_plugin_manager
-from tests.helpers import job_row, run_rows
+from tests.helpers import job_row, run_rows, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def wait_for(predicate: Any, timeout: float = 20.0, what: str = "condition") -> None:
-    end = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def run_in_thread(node: Node) -> tuple[threading.Thread, list[BaseException]]:

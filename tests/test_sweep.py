@@ -17,7 +17,7 @@ import pytest
 
 import flywheel
 from flywheel import Scheduler
-from tests.helpers import job_row, run_rows
+from tests.helpers import job_row, run_rows, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 LEASE_S = 1.0
@@ -54,14 +54,6 @@ def spawn_runner(url: str, marks: Path, lease: float = LEASE_S) -> subprocess.Po
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.Popen([sys.executable, "-c", textwrap.dedent(RUNNER), url, str(marks), str(lease)],
                             env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def wait_for(predicate: Any, timeout: float = 20.0, what: str = "condition") -> None:
-    end = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def holds_write_locks(db: flywheel.Database) -> bool:
