@@ -10,6 +10,7 @@ from typing import Any, Generic, TypeVar
 import attrs
 
 from flywheel.durations import to_timedelta
+from flywheel.sanitize import require_aware
 
 A = TypeVar("A")
 
@@ -51,7 +52,7 @@ class InsertOpts:
     queue: str | None = None
     unique_key: str | None = None
     unique_active_key: str | None = None
-    schedule_at: datetime | None = None
+    schedule_at: datetime | None = attrs.field(default=None, validator=lambda _, a, v: require_aware(v, a.name))
     parent: str | None = None
     priority: int | None = None
     executor_class: str | None = None
@@ -73,7 +74,7 @@ class FollowUp:
 
     ``FollowUp(SomeArgs(...))`` or ``FollowUp("kind", {"json": "args"})``. With ``parent=True``
     (the default) the child records the spawning job as its parent. A unique collision is
-    skipped, not fatal.
+    skipped, not fatal. A naive ``schedule_at`` raises ``ValidationError`` here, in the worker.
     """
 
     __slots__ = ("kind", "args", "parent", "unique_key", "schedule_at", "priority", "queue",
@@ -100,7 +101,7 @@ class FollowUp:
             self.args = target
         self.parent = parent
         self.unique_key = unique_key
-        self.schedule_at = schedule_at
+        self.schedule_at = require_aware(schedule_at, "schedule_at")
         self.priority = priority
         self.queue = queue
         self.executor_class = executor_class
