@@ -38,9 +38,12 @@ REPLACEMENT = "\ufffd"
 TRUNCATED = " …[truncated]"
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-# json.dumps (ensure_ascii) writes NUL and every surrogate as an escape, so text without
-# these two substrings holds neither; text with them may (or may hold a literal "\\u...").
-_SUSPECT_ESCAPES = ("\\u0000", "\\ud")
+
+
+def _suspect(text: str) -> bool:
+    """json.dumps (ensure_ascii) writes NUL and every surrogate as an escape, so text without
+    these two substrings holds neither; text with them may (or may hold a literal ``\\u...``)."""
+    return "\\u0000" in text or "\\ud" in text
 
 
 # -- input: reject -------------------------------------------------------------------------------
@@ -59,8 +62,7 @@ def check_json_text(text: str, field: str = "args") -> None:
     The common case costs two substring searches and two counts: only text that could
     break a rule is decoded and walked.
     """
-    suspect = any(escape in text for escape in _SUSPECT_ESCAPES)
-    if not suspect and text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+    if not _suspect(text) and text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
         return
     try:
         value = json.loads(text)
@@ -161,7 +163,7 @@ def clean_output(output_json: str | None) -> str | None:
     if output_json is None:
         return None
     text = output_json
-    if any(escape in text for escape in _SUSPECT_ESCAPES) or _holds_unstorable(text):
+    if _suspect(text) or _holds_unstorable(text):
         text = _repair_json(text)
     size = len(text.encode("utf-8", errors="surrogatepass"))
     if size <= MAX_OUTPUT_BYTES:

@@ -265,3 +265,23 @@ def test_defect_10_naive_instants_are_rejected_by_the_operations_and_the_clock(d
     assert flywheel.delete_finished_jobs(db, later) == 0
     assert flywheel.recent_failures(db, since=later) == []
     assert flywheel.list_runs(db, done, before=later) == []
+
+
+def test_defect_3_hostile_schedule_args_are_a_validation_error(db):
+    for args in ({"a": "x\x00"}, {"a": "x\ud800"}, {"a": nested(MAX_JSON_DEPTH + 1)}):
+        with pytest.raises(flywheel.ValidationError) as caught:
+            flywheel.upsert_periodic(db, flywheel.PeriodicSpec(slug="s", kind="k", every=timedelta(minutes=1), args=args))
+        assert caught.value.field == "args"
+    assert flywheel.list_periodics(db) == []
+
+
+def test_defect_3_sanitising_changes_only_what_cannot_be_stored():
+    from flywheel.sanitize import bound_text, clean_error, clean_output
+
+    for fine in ('{"a":"a literal \\\\u0000 stays"}', '{"emoji":"\\ud83d\\ude00"}', '[1,2.5,null,true]'):
+        assert clean_output(fine) == fine
+    assert json.loads(clean_output('{"a\\u0000":"\\udc00x"}')) == {f"a{REPLACEMENT}": f"{REPLACEMENT}x"}
+    assert clean_error("plain") == "plain" and clean_error(None) is None
+    cut = bound_text("é" * 3000, 4096)
+    assert cut.endswith("…[truncated]") and len(cut.encode()) <= 4096 and cut.startswith("é" * 2000)
+    assert bound_text("é" * 2048, 4096) == "é" * 2048  # exactly at the bound: untouched

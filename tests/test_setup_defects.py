@@ -94,6 +94,7 @@ def test_defect_10_an_existing_file_without_tables_says_run_flywheel_migrate(tmp
 
 def test_defect_10_the_cli_says_run_flywheel_migrate_in_one_line_and_creates_no_file(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLYWHEEL_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])  # the tree under test
     done = subprocess.run([sys.executable, "-m", "flywheel", "--db", "sqlite:///missing.db", "enqueue", "k", "{}"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
