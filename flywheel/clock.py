@@ -76,4 +76,5 @@ def use_clock(clock: Clock) -> Iterator[Clock]:
 
 
 def _as_utc(at: datetime) -> datetime:
-    return require_aware(at, "at").astimezone(UTC)  # type: ignore[union-attr]
+    require_aware(at, "at")
+    return at.astimezone(UTC)

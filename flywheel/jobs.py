@@ -74,7 +74,9 @@ class FollowUp:
 
     ``FollowUp(SomeArgs(...))`` or ``FollowUp("kind", {"json": "args"})``. With ``parent=True``
     (the default) the child records the spawning job as its parent. A unique collision is
-    skipped, not fatal. A naive ``schedule_at`` raises ``ValidationError`` here, in the worker.
+    skipped, not fatal. Follow-ups are validated with the result, after ``work`` returns: a bad
+    one (unstorable args, a naive ``schedule_at``) fails the attempt as ``permanent``, so it
+    is not retried only to fail the same way.
     """
 
     __slots__ = ("kind", "args", "parent", "unique_key", "schedule_at", "priority", "queue",
@@ -101,7 +103,7 @@ class FollowUp:
             self.args = target
         self.parent = parent
         self.unique_key = unique_key
-        self.schedule_at = require_aware(schedule_at, "schedule_at")
+        self.schedule_at = schedule_at
         self.priority = priority
         self.queue = queue
         self.executor_class = executor_class

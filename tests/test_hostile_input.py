@@ -219,7 +219,6 @@ def test_defect_10_a_naive_schedule_at_is_rejected_on_every_insert_path(db, clie
         lambda: client.enqueue("payload", {}, schedule_at=NAIVE),
         lambda: client.insert_many([(Payload(), flywheel.InsertOpts(schedule_at=NAIVE))]),
         lambda: flywheel.InsertOpts(schedule_at=NAIVE),
-        lambda: flywheel.FollowUp("payload", {}, schedule_at=NAIVE),
     ]
     for attempt in attempts:
         with pytest.raises(flywheel.ValidationError) as caught:
@@ -239,10 +238,12 @@ def test_defect_10_a_naive_follow_up_schedule_at_fails_the_attempt_and_enqueues_
             return flywheel.Result(follow_ups=[flywheel.FollowUp("payload", {}, schedule_at=NAIVE)])
         return None
 
-    parent = client.insert(Payload(data="parent"), max_attempts=1)
+    parent = client.insert(Payload(data="parent"))
     make_runner().run_until_idle(timeout=30)
-    [run] = run_rows(db, parent)
-    assert run["outcome"] == "error" and "schedule_at" in run["error_message"]
+    [run] = run_rows(db, parent)  # permanent: not retried only to fail the same way
+    assert run["outcome"] == "error" and run["error_class"] == "permanent"
+    assert "schedule_at must be timezone-aware" in run["error_message"]
+    assert flywheel.find_job(db, parent).state == "discarded"
     assert flywheel.overview(db).total == 1
 
 
