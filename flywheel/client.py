@@ -13,6 +13,7 @@ from flywheel.enums import ACTIVE_STATES, JobState
 from flywheel.errors import AlreadyEnqueued, MissingKind, ValidationError, translate_db_errors
 from flywheel.ids import new_id
 from flywheel.jobs import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, DEFAULT_QUEUE, InsertOpts
+from flywheel.sanitize import check_text, require_aware
 from flywheel.serde import dump_args, normalise_json_payload
 
 if TYPE_CHECKING:
@@ -49,14 +50,15 @@ def build_job_row(kind: str, args_json: str, opts: InsertOpts, now: datetime) ->
     tags = list(opts.tags or [])
     if not all(isinstance(t, str) for t in tags):
         raise ValidationError("tags", "must be a list of strings")
-    if opts.schedule_at is not None and not isinstance(opts.schedule_at, datetime):
-        raise ValidationError("schedule_at", f"must be a datetime, not {opts.schedule_at!r}")
+    require_aware(opts.schedule_at, "schedule_at")
     timeout_ms = None
     if opts.timeout is not None:
         if opts.timeout.total_seconds() <= 0:
             raise ValidationError("timeout", "must be positive")
         timeout_ms = max(1, round(opts.timeout.total_seconds() * 1000))
     request_id = opts.request_id or current_request_id()
+    _check_texts(kind=kind, queue=queue, unique_key=opts.unique_key, unique_active_key=opts.unique_active_key,
+                 parent=opts.parent, executor_class=opts.executor_class, request_id=request_id, tags="".join(tags))
     return {
         "id": new_id(),
         "created_at": now,
@@ -81,6 +83,13 @@ def build_job_row(kind: str, args_json: str, opts: InsertOpts, now: datetime) ->
         "tags": json.dumps(tags) if tags else "[]",
         "deleted_at": None,
     }
+
+
+def _check_texts(**fields: object) -> None:
+    """Text options must be storable: no NUL, no lone surrogate (see :mod:`flywheel.sanitize`)."""
+    for field, value in fields.items():
+        if isinstance(value, str):
+            check_text(value, field)
 
 
 _NO_OPTS = InsertOpts()

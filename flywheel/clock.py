@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from flywheel.sanitize import require_aware
+
 
 class Clock(Protocol):
     """Anything with a ``now()`` returning an aware UTC datetime."""
@@ -74,6 +76,5 @@ def use_clock(clock: Clock) -> Iterator[Clock]:
 
 
 def _as_utc(at: datetime) -> datetime:
-    if at.tzinfo is None:
-        return at.replace(tzinfo=UTC)
+    require_aware(at, "at")
     return at.astimezone(UTC)

@@ -26,6 +26,7 @@ from flywheel.enums import ErrorClass
 from flywheel.errors import FlywheelError, UnknownKind, ValidationError
 from flywheel.jobs import Cancel, FollowUp, InsertOpts, Job, Permanent, Result, Snooze
 from flywheel.plugins import classify_error, emit
+from flywheel.sanitize import clean_error
 from flywheel.serde import dump_args, dumps_json, load_args, normalise_json_payload
 
 if TYPE_CHECKING:
@@ -240,14 +241,11 @@ def describe_decode_error(exc: BaseException) -> str:
 
 
 def error_text(error: BaseException) -> str:
-    """``Type: message``, cut to 4096 bytes on a character boundary."""
+    """``Type: message``, made storable and bounded with a marker (:func:`flywheel.sanitize.clean_error`)."""
     text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
     if isinstance(error, InvalidJob):
         text = str(error)
-    encoded = text.encode("utf-8")
-    if len(encoded) <= ERROR_MESSAGE_LIMIT:
-        return text
-    return encoded[:ERROR_MESSAGE_LIMIT].decode("utf-8", errors="ignore")
+    return clean_error(text) or ""
 
 
 def error_traceback(error: BaseException) -> str:

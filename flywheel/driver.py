@@ -21,6 +21,7 @@ import peewee
 from flywheel.enums import ACTIVE_STATES, JobState, RunOutcome
 from flywheel import sql
 from flywheel.models import IS_CLAIMABLE, IS_RUNNING, from_db_time, index_ddl
+from flywheel.sanitize import clean_error, clean_output
 from flywheel.serde import loads_json
 
 if TYPE_CHECKING:
@@ -65,7 +66,11 @@ class ClaimedJob:
 
 @attrs.frozen(kw_only=True)
 class FinalizePlan:
-    """Everything one attempt's finalisation writes; built before the transaction opens."""
+    """Everything one attempt's finalisation writes; built before the transaction opens.
+
+    The error message and output are made storable on construction (:mod:`flywheel.sanitize`),
+    so no outcome a worker produces can make its finalisation fail.
+    """
 
     job_id: str
     run_id: str
@@ -78,8 +83,8 @@ class FinalizePlan:
     finished_at: datetime
     duration_ms: int
     error_class: str | None
-    error_message: str | None
-    output_json: str | None
+    error_message: str | None = attrs.field(converter=clean_error)
+    output_json: str | None = attrs.field(converter=clean_output)
     cost_micros: int
     follow_ups: tuple[dict[str, Any], ...] = ()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -95,16 +96,35 @@ class ForeignKeyViolation(DatabaseError):
     """A foreign key constraint was violated."""
 
 
+class SchemaMissing(DatabaseError):
+    """The database has no flywheel tables yet (or, for SQLite, no file): ``flywheel migrate`` creates them."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"flywheel: the database is not migrated ({detail}); run `flywheel migrate` "
+                         "(or flywheel.migrate(db)) first")
+        self.detail = detail
+
+
 _DUPLICATE_MARKERS = ("unique constraint", "duplicate key value")
 _FOREIGN_KEY_MARKERS = ("foreign key constraint",)
+# SQLite says "no such table: jobs", PostgreSQL 'relation "jobs" does not exist'.
+_MISSING_TABLE = re.compile(r'no such table: (?:\w+\.)?(jobs|job_runs|job_periodics)\b'
+                            r'|relation "(?:\w+\.)?(jobs|job_runs|job_periodics)" does not exist')
 
 
 def wrap_db_error(exc: BaseException) -> FlywheelError:
     """Map a driver exception to a flywheel error; flywheel's own errors pass through."""
-    if isinstance(exc, FlywheelError):
-        return exc
+    inner: BaseException | None = exc
+    while isinstance(inner, peewee.PeeweeException):  # peewee's wrapper re-raises errors it takes for a driver's
+        inner = getattr(inner, "orig", None)
+    if isinstance(inner, FlywheelError):
+        return inner
     text = str(exc).strip() or type(exc).__name__
     lowered = text.lower()
+    if (missing := _MISSING_TABLE.search(text)) is not None:
+        wrapped_missing = SchemaMissing(f"table {missing.group(1) or missing.group(2)} does not exist")
+        wrapped_missing.__cause__ = exc
+        return wrapped_missing
     if isinstance(exc, peewee.IntegrityError) or any(m in lowered for m in _DUPLICATE_MARKERS + _FOREIGN_KEY_MARKERS):
         if any(m in lowered for m in _FOREIGN_KEY_MARKERS):
             wrapped: FlywheelError = ForeignKeyViolation(f"flywheel: foreign key violation: {text}")

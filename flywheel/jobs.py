@@ -10,6 +10,7 @@ from typing import Any, Generic, TypeVar
 import attrs
 
 from flywheel.durations import to_timedelta
+from flywheel.sanitize import require_aware
 
 A = TypeVar("A")
 
@@ -51,7 +52,7 @@ class InsertOpts:
     queue: str | None = None
     unique_key: str | None = None
     unique_active_key: str | None = None
-    schedule_at: datetime | None = None
+    schedule_at: datetime | None = attrs.field(default=None, validator=lambda _, a, v: require_aware(v, a.name))
     parent: str | None = None
     priority: int | None = None
     executor_class: str | None = None
@@ -73,7 +74,9 @@ class FollowUp:
 
     ``FollowUp(SomeArgs(...))`` or ``FollowUp("kind", {"json": "args"})``. With ``parent=True``
     (the default) the child records the spawning job as its parent. A unique collision is
-    skipped, not fatal.
+    skipped, not fatal. Follow-ups are validated with the result, after ``work`` returns: a bad
+    one (unstorable args, a naive ``schedule_at``) fails the attempt as ``permanent``, so it
+    is not retried only to fail the same way.
     """
 
     __slots__ = ("kind", "args", "parent", "unique_key", "schedule_at", "priority", "queue",

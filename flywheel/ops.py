@@ -11,6 +11,7 @@ from flywheel import clock
 from flywheel.enums import ACTIVE_STATES, CLAIMABLE_STATES, TERMINAL_STATES, JobState, RunOutcome
 from flywheel.errors import JobNotFound, JobTerminal, translate_db_errors
 from flywheel.models import IS_CLAIMABLE
+from flywheel.sanitize import require_aware
 from flywheel.views import FailureView, JobArgsView, JobRunView, JobsOverview, JobView, QueueHealth
 
 if TYPE_CHECKING:
@@ -75,7 +76,7 @@ def list_runs(db: Database, job_id: str, *, before: datetime | None = None, limi
     """A job's attempts newest first; ``before`` is a strict ``started_at`` cursor."""
     Run = db.JobRun
     query = Run.select().where(Run.job_id == job_id)
-    if before is not None:
+    if require_aware(before, "before") is not None:
         query = query.where(Run.created_at < before)
     query = query.order_by(Run.created_at.desc(), Run.attempt.desc(), Run.id.desc())
     if limit:
@@ -119,7 +120,7 @@ def recent_failures(db: Database, *, since: datetime | None = None, limit: int =
     """Discarded jobs newest first, each with the error of its last attempt."""
     Job, Run = db.Job, db.JobRun
     query = _live(db).where(Job.state == JobState.DISCARDED.value, Job.finalized_at.is_null(False))
-    if since is not None:
+    if require_aware(since, "since") is not None:
         query = query.where(Job.finalized_at >= since)
     jobs = list(query.order_by(Job.finalized_at.desc(), Job.id.desc()).limit(max(1, limit)))
     last_runs: dict[str, Any] = {}
@@ -209,6 +210,7 @@ def delete_finished_jobs(db: Database, older_than: datetime, *, batch_size: int 
     batch takes the oldest finalised jobs through the ``jobs_finalized`` index, so no
     batch scans or sorts the table. Returns the number of jobs deleted.
     """
+    require_aware(older_than, "older_than")
     Job, Run = db.Job, db.JobRun
     deleted = 0
     while True:

@@ -11,6 +11,7 @@ import cattrs
 from cattrs.preconf.json import make_converter
 
 from flywheel.errors import ValidationError
+from flywheel.sanitize import check_json_text, too_deep
 
 converter: cattrs.Converter = make_converter()
 converter.register_unstructure_hook(datetime, lambda d: d.isoformat())
@@ -22,11 +23,19 @@ converter.register_structure_hook(timedelta, lambda v, _: v if isinstance(v, tim
 
 
 def dump_args(args: object) -> str:
-    """Serialise job args (attrs, dataclass, dict) to JSON text; failures name ``args``."""
+    """Serialise job args (attrs, dataclass, dict) to storable JSON text; failures name ``args``.
+
+    Args nested too deeply or holding NUL or a lone surrogate are rejected (see
+    :mod:`flywheel.sanitize`), never altered.
+    """
     try:
-        return json.dumps(converter.unstructure(args), separators=(",", ":"), allow_nan=False)
+        text = json.dumps(converter.unstructure(args), separators=(",", ":"), allow_nan=False)
+    except RecursionError:
+        raise too_deep("args") from None
     except (TypeError, ValueError) as exc:
         raise ValidationError("args", f"cannot be serialised to JSON: {exc}") from exc
+    check_json_text(text, "args")
+    return text
 
 
 def load_args(text: str | bytes | dict[str, Any] | None, args_type: Any) -> Any:
@@ -47,22 +56,29 @@ def loads_json(value: str | bytes | Any) -> Any:
 
 
 def normalise_json_payload(payload: str | bytes | dict[str, Any] | list[Any] | None, *, field: str = "args") -> str:
-    """Validate a caller's JSON payload and return compact text; malformed input names ``field``."""
+    """Validate a caller's JSON payload and return compact, storable text; bad input names ``field``."""
     if payload is None or payload == "" or payload == b"":
         return "{}"
     if isinstance(payload, (dict, list)):
-        return dumps_json(payload, field=field)
-    try:
-        value = json.loads(payload)
-    except (TypeError, ValueError) as exc:
-        raise ValidationError(field, f"is not valid JSON: {exc}") from exc
-    return dumps_json(value, field=field)
+        text = dumps_json(payload, field=field)
+    else:
+        try:
+            value = json.loads(payload)
+        except RecursionError:
+            raise too_deep(field) from None
+        except (TypeError, ValueError) as exc:
+            raise ValidationError(field, f"is not valid JSON: {exc}") from exc
+        text = dumps_json(value, field=field)
+    check_json_text(text, field)
+    return text
 
 
 def dumps_json(value: Any, *, field: str = "output") -> str:
     """Encode a JSON-able value compactly, converting attrs objects and enums."""
     try:
         return json.dumps(converter.unstructure(value), separators=(",", ":"), allow_nan=False, default=_fallback)
+    except RecursionError:
+        raise too_deep(field) from None
     except (TypeError, ValueError) as exc:
         raise ValidationError(field, f"cannot be serialised to JSON: {exc}") from exc
 

@@ -17,6 +17,7 @@ import atexit
 import contextlib
 import os
 import shutil
+import sqlite3
 import tempfile
 import threading
 import time
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING
 import peewee
 
 from flywheel.driver import Driver, Singleton
+from flywheel.errors import SchemaMissing
 from flywheel.plugins import hookimpl
 
 if TYPE_CHECKING:
@@ -74,6 +76,16 @@ class _PerFile:
             return cls._all.setdefault(path, cls())
 
 
+class _ExistingFileDatabase(peewee.SqliteDatabase):
+    """Connects only to a file that exists: a mistyped path or a missed migrate must not leave an
+    empty database behind, so connecting to a missing file raises ``SchemaMissing`` instead."""
+
+    def _connect(self) -> sqlite3.Connection:
+        if not os.path.exists(self.database):
+            raise SchemaMissing(f"the SQLite file {self.database} does not exist")
+        return super()._connect()  # type: ignore[no-any-return]
+
+
 class SQLiteDriver(Driver):
     """The embedded default; see the module docstring for its locking and wake-ups."""
 
@@ -98,7 +110,7 @@ class SQLiteDriver(Driver):
         directory = os.path.dirname(self.path)
         if directory and not os.path.isdir(directory):
             raise ValueError(f"flywheel: the directory of the SQLite file does not exist: {directory}")
-        return peewee.SqliteDatabase(
+        return _ExistingFileDatabase(
             self.path,
             pragmas={"journal_mode": "wal", "synchronous": "normal", "foreign_keys": 1,
                      "busy_timeout": int(BUSY_TIMEOUT_S * 1000)},
@@ -112,6 +124,13 @@ class SQLiteDriver(Driver):
     def atomic(self, db: Database) -> Iterator[None]:
         with self._lock, db.pw.atomic():
             yield
+
+    def migrate(self, db: Database) -> None:
+        """Create the file (only migrate may: see :class:`_ExistingFileDatabase`), then the schema."""
+        if not os.path.exists(self.path):
+            with contextlib.closing(sqlite3.connect(self.path)):
+                pass
+        super().migrate(db)
 
     def is_transient(self, exc: BaseException) -> bool:
         return isinstance(exc, peewee.OperationalError) and "locked" in str(exc).lower() or super().is_transient(exc)

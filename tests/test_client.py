@@ -202,7 +202,7 @@ def test_unknown_url_scheme_names_the_known_ones():
 
 def test_database_errors_surface_as_flywheel_errors(tmp_path):
     unmigrated = flywheel.connect(f"sqlite:///{tmp_path / 'empty.db'}")
-    with pytest.raises(flywheel.DatabaseError, match="no such table"):
+    with pytest.raises(flywheel.DatabaseError, match="run `flywheel migrate`"):
         flywheel.Client(unmigrated).enqueue("x", {})
     with pytest.raises(flywheel.DatabaseError):
         flywheel.list_jobs(unmigrated)

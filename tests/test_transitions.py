@@ -6,7 +6,7 @@ import asyncio
 import random
 import threading
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import ClassVar
 
 import attrs
@@ -16,7 +16,7 @@ import flywheel
 from flywheel import transitions
 from tests.helpers import in_thread, job_row, run_rows
 
-T = flywheel.FixedClock(__import__("datetime").datetime(2026, 1, 1)).now()
+T = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @attrs.frozen
