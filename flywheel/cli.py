@@ -9,7 +9,6 @@ every command imports what it needs when it runs.
 
 from __future__ import annotations
 
-import os
 import sys
 import traceback
 from typing import TYPE_CHECKING, Any
@@ -97,7 +96,8 @@ def scrubbed_reason(db: Database, exc: BaseException) -> str:
 def build_cli(pm: pluggy.PluginManager) -> click.Group:
     """A fresh command group with every plugin's commands attached."""
 
-    @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+    @click.group(cls=FlywheelGroup, context_settings={"help_option_names": ["-h", "--help"],
+                                                      "max_content_width": 100})
     @click.option("--db", "url", envvar="FLYWHEEL_DATABASE_URL", default=None, show_envvar=True, metavar="URL",
                   help=f"Database URL (default: [database] url in the config file, else {DEFAULT_URL}).")
     @click.option("--config", "config_path", envvar=CONFIG_ENV, show_envvar=True, default=None, metavar="PATH",
@@ -141,26 +141,50 @@ def _verbose(argv: list[str]) -> bool:
     return any(a == "--verbose" or (a.startswith("-v") and set(a[1:]) == {"v"}) for a in argv)
 
 
-def main(argv: list[str] | None = None, prog_name: str = "flywheel") -> None:
-    """Entry point of the console script and ``python -m flywheel``."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    verbose = _verbose(args)
-    try:
-        pm = make_plugin_manager(disabled=_preparse_disabled(args))
-        build_cli(pm).main(args=args, prog_name=prog_name, standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+class FlywheelGroup(click.Group):
+    """The root group: run as a program, every failure is one line on stderr and an exit status.
+
+    The same handling applies under click's ``CliRunner``, so tests see what users see.
+    """
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        argv = list(sys.argv[1:] if args is None else args)
+        try:
+            super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except BaseException as exc:  # noqa: BLE001 - every failure becomes one line and an exit status
+            fail(exc, verbose=_verbose(argv))
+        sys.exit(0)
+
+
+def fail(exc: BaseException, *, verbose: bool) -> None:
+    """Print one line for ``exc`` on stderr (a traceback first under ``-v``) and exit with its status."""
+    if isinstance(exc, SystemExit):
+        raise exc
+    if isinstance(exc, (click.exceptions.Abort, KeyboardInterrupt)):
         click.echo("flywheel: interrupted", err=True)
         sys.exit(130)
-    except BaseException as exc:  # noqa: BLE001 - every failure becomes one line and an exit status
-        if isinstance(exc, SystemExit):
-            raise
-        code, message = describe_error(exc)
-        if verbose:
-            traceback.print_exc()
-        click.echo(f"flywheel: error: {message}", err=True)
-        sys.exit(code)
+    code, message = describe_error(exc)
+    if verbose:
+        click.echo("".join(traceback.format_exception(exc)).rstrip(), err=True)
+    click.echo(f"flywheel: error: {message}", err=True)
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None, prog_name: str = "flywheel", *,
+         pm: pluggy.PluginManager | None = None) -> None:
+    """Entry point of the console script and ``python -m flywheel``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        manager = pm if pm is not None else make_plugin_manager(disabled=_preparse_disabled(args))
+        cli = build_cli(manager)
+    except BaseException as exc:  # noqa: BLE001 - a plugin that fails to load is one line too
+        fail(exc, verbose=_verbose(args))
+    cli.main(args=args, prog_name=prog_name)
 
 
 def describe_error(exc: BaseException) -> tuple[int, str]:
@@ -179,8 +203,6 @@ def describe_error(exc: BaseException) -> tuple[int, str]:
         return 1, "the database has no flywheel tables yet; run 'flywheel migrate' first"
     if isinstance(exc, (ValueError, OSError, LookupError)) or type(exc).__module__.startswith("flywheel"):
         return 1, _one_line(str(exc)) or type(exc).__name__
-    if os.environ.get("FLYWHEEL_TRACEBACK"):
-        traceback.print_exc()
     return 1, f"{type(exc).__name__}: {_one_line(str(exc))} (re-run with -v for details)"
 
 

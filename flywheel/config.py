@@ -386,7 +386,7 @@ def worker_types(pm: Any = None) -> dict[str, Callable[[Mapping[str, Any]], Any]
 def parse_schedules(tables: list[dict[str, Any]], *, pm: Any = None, source: str | None = None) -> tuple[
         ScheduleConfig, ...]:
     """Resolve ``[[schedules]]`` tables; a bad one raises ``ConfigError`` naming ``schedules[i].key``."""
-    types = worker_types(pm) if any("worker" in t for t in tables) else {}
+    types = worker_types(pm) if tables else {}
     result: list[ScheduleConfig] = []
     seen: dict[str, int] = {}
     for index, table in enumerate(tables):

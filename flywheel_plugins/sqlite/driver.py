@@ -1,4 +1,4 @@
-"""SQLite driver: ``sqlite:///relative.db``, ``sqlite:////absolute.db`` and ``sqlite://:memory:``.
+"""The SQLite driver (the plugin is :mod:`flywheel_plugins.sqlite`): ``sqlite:///relative.db``, ``sqlite:////absolute.db`` and ``sqlite://:memory:``.
 
 Every connection runs in WAL mode with ``synchronous=NORMAL``, foreign keys on and a long
 busy timeout, and every write transaction is ``BEGIN IMMEDIATE`` so a writer takes the
@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING
 import peewee
 
 from flywheel.driver import Driver, Singleton
-from flywheel.plugins import hookimpl
 
 if TYPE_CHECKING:
     from flywheel.db import Database
@@ -35,14 +34,6 @@ URL_SCHEMES = ("sqlite",)
 BUSY_TIMEOUT_S = 60.0
 WATCH_STEP_S = 0.004
 _MEMORY = ":memory:"
-
-
-@hookimpl(trylast=True)
-def flywheel_driver(url: str) -> Driver | None:
-    """Open ``sqlite:`` URLs."""
-    if not url.startswith("sqlite:"):
-        return None
-    return SQLiteDriver(url)
 
 
 def path_from_url(url: str) -> str:
