@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 
@@ -13,6 +14,7 @@ from flywheel_plugins.cli.output import age, echo_json, local_time, short
 
 STATE_ORDER = ("available", "running", "retryable", "scheduled", "succeeded", "cancelled", "discarded")
 FAILURE_WINDOW_HOURS = 24
+CLEAR = "\x1b[2J\x1b[H"  # clear the screen, cursor home
 
 
 def snapshot(state: State) -> dict[str, Any]:
@@ -73,9 +75,10 @@ def status(state: State, as_json: bool, watch: bool, interval: str) -> None:
             snap = snapshot(state)
             if as_json:
                 echo_json(snap)
+            elif watch and sys.stdout.isatty():
+                click.echo(CLEAR + render(snap), color=True)  # redraw in place
             else:
-                frame = render(snap)
-                click.echo(("\x1b[2J\x1b[H" + frame) if watch else frame)
+                click.echo(render(snap) + ("\n" if watch else ""))
             if not watch:
                 return
             time.sleep(pause)
