@@ -423,6 +423,8 @@ def _schedule(path: str, table: Mapping[str, Any], types: Mapping[str, Callable[
                 raise fail(name, str(exc)) from None
     if "slug" not in fields:
         raise fail("slug", "is missing")
+    if fields.get("every") is not None and fields["every"] < timedelta(seconds=1):
+        raise fail("every", f"must be at least 1s, not {table['every']!r}")
     fields["kind"], fields["args"] = (_worker_args(table, worker, types, fail) if worker is not None
                                       else _plain_args(table, fail))
     schedule = ScheduleConfig(worker=worker, **fields)

@@ -65,6 +65,7 @@ def add(state: State, slug: str, kind: str, cron: str | None, every: str | None,
         timezone: str, inactive: bool) -> None:
     """Create (or update) schedule SLUG enqueueing jobs of KIND; exactly one of --cron and --every."""
     import json
+    from datetime import timedelta
 
     from flywheel.durations import parse_duration
     from flywheel.errors import ValidationError
@@ -78,6 +79,8 @@ def add(state: State, slug: str, kind: str, cron: str | None, every: str | None,
         raise click.BadParameter(f"must be valid JSON: {exc}", param_hint="'--args'") from None
     try:
         interval = None if every is None else parse_duration(every, field="every")
+        if interval is not None and interval < timedelta(seconds=1):
+            raise ValidationError("every", f"must be at least 1s, not {every!r}")
         spec = PeriodicSpec(slug=slug, kind=kind, queue=queue, args=args, cron=cron, every=interval,
                             active=not inactive, timezone=timezone)
         validate(spec)
