@@ -170,7 +170,7 @@ def test_jobs_inspect_shows_runs_with_output_and_error(cli: Run, database: flywh
     assert data["job"]["id"] == good and data["job"]["state"] == "succeeded"
     assert [(r["outcome"], r["output"]) for r in data["runs"]] == [("success", {"sent_to": "a@b"})]
     text = ok(cli("jobs", "inspect", good))
-    assert f"Job {good}" in text and "state:     succeeded" in text and '"sent_to": "a@b"' in text
+    assert f"Job {good}" in text and "state:         succeeded" in text and '"sent_to": "a@b"' in text
     assert "success" in text
     text = ok(cli("jobs", "inspect", bad))
     assert "discarded" in text and "permanent: Permanent: mailbox full" in text

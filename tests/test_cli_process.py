@@ -83,7 +83,7 @@ def test_the_walkthrough_of_a_new_user(dialect: str, project: Path, tmp_path: Pa
     assert "node drained and stopped" in served and "Traceback" not in served
 
     text = fw("jobs", "inspect", job_id)
-    assert "state:     succeeded" in text and "success" in text and '"sent_to": "a@b"' in text
+    assert "state:         succeeded" in text and "success" in text and '"sent_to": "a@b"' in text
     inspected = json.loads(fw("jobs", "inspect", job_id, "--json"))
     assert [run["outcome"] for run in inspected["runs"]] == ["success"]
     status = json.loads(fw("status", "--json"))

@@ -6,12 +6,14 @@ that does not exist is reported rather than created. Exit status 1 when a check 
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
 import click
 
 from flywheel.cli import State, scrubbed_reason
 from flywheel.plugins import hookimpl
+from flywheel_plugins.cli.output import table
 
 TABLES = ("jobs", "job_runs", "job_periodics")
 
@@ -106,15 +108,15 @@ def doctor(state: State) -> None:
     click.echo(f"plugins:   {', '.join(active) or 'none'}" + (f" (blocked: {', '.join(blocked)})" if blocked else ""))
     click.echo("settings:")
     config = loaded.config
+    rows = []
     for key, source in loaded.sources.items():
         if key == "schedules":
             continue
         section, _, name = key.partition(".")
         value = getattr(getattr(config, section), name)
-        if key == "database.url":
-            value = _display_url(state, value)
-        click.echo(f"  {key:<32} {show(value):<28} ({source})")
-    click.echo(f"  {'schedules':<32} {len(config.schedules)} in the config file")
+        rows.append([key, show(_display_url(state, value) if key == "database.url" else value), f"({source})"])
+    click.echo(textwrap.indent(table(["KEY", "VALUE", "SOURCE"], rows), "  "))
+    click.echo(f"  schedules: {len(config.schedules)} in the config file")
     for schedule in config.schedules:
         rule = f"cron {schedule.cron}" if schedule.cron else f"every {show(schedule.every)}"
         click.echo(f"    - {schedule.slug:<20} {schedule.kind:<12} {rule}{'' if schedule.active else ' (inactive)'}")

@@ -53,16 +53,15 @@ def inspect(state: State, job_id: str, limit: int, as_json: bool) -> None:
     if as_json:
         echo_json({"job": job, "runs": runs})
         return
-    lines = [f"Job {job.id}", f"  kind:      {job.kind}", f"  queue:     {job.queue}", f"  state:     {job.state}",
-             f"  attempt:   {job.attempt}/{job.max_attempts}", f"  priority:  {job.priority}",
-             f"  enqueued:  {local_time(job.enqueued_at)}", f"  scheduled: {local_time(job.scheduled_at)}",
-             f"  finalized: {local_time(job.finalized_at)}", f"  args:      {json.dumps(job.args)}"]
-    for label, value in (("unique key", job.unique_key), ("unique active key", job.unique_active_key),
-                         ("parent", job.parent_job_id), ("executor", job.executor_class), ("tags", job.tags)):
-        if value:
-            lines.append(f"  {label}: {value}")
-    lines.append(f"  runs:      {len(runs)}")
-    click.echo("\n".join(lines))
+    fields = [("kind", job.kind), ("queue", job.queue), ("state", job.state),
+              ("attempt", f"{job.attempt}/{job.max_attempts}"), ("priority", job.priority),
+              ("enqueued", local_time(job.enqueued_at)), ("scheduled", local_time(job.scheduled_at)),
+              ("finalized", local_time(job.finalized_at)), ("args", json.dumps(job.args))]
+    fields += [(label, value) for label, value in (
+        ("unique key", job.unique_key), ("unique active", job.unique_active_key), ("parent", job.parent_job_id),
+        ("executor", job.executor_class), ("tags", ", ".join(job.tags)), ("request id", job.request_id)) if value]
+    fields.append(("runs", len(runs)))
+    click.echo("\n".join([f"Job {job.id}"] + [f"  {label + ':':<15}{value}" for label, value in fields]))
     if not runs:
         return
     from flywheel_plugins.cli.output import table
