@@ -417,6 +417,19 @@ def serve_in_thread(run: Run, *args: str) -> tuple[threading.Thread, list[Result
     return thread, results
 
 
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """``serve`` configures the root logger (onto the runner's stderr); put it back afterwards."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.mark.usefixtures("restore_logging")
 def test_serve_runs_plugin_and_app_workers_and_reconciles_schedules(
         db_url: str, isolated: Path, database_for_serve: flywheel.Database) -> None:
     db = database_for_serve

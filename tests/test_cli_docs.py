@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 BIN = Path(sys.executable).parent
 SERVE_SECONDS = 4
+BUILT_IN = make_plugin_manager(disabled=[])
 
 
 def blocks(doc: str, language: str) -> list[str]:
@@ -88,14 +89,20 @@ def test_every_toml_block_loads(doc: str, tmp_path: Path) -> None:
 
 
 def commands(group: click.Group, prefix: str = "flywheel") -> list[tuple[str, click.Command]]:
+    """Every command of flywheel's own plugins (``flywheel_plugins``), groups walked to their leaves."""
     found: list[tuple[str, click.Command]] = []
     for name, command in sorted(group.commands.items()):
         path = f"{prefix} {name}"
         if isinstance(command, click.Group):
             found += commands(command, path)
-        else:
+        elif getattr(command.callback, "__module__", "").startswith("flywheel_plugins."):
             found.append((path, command))
     return found
+
+
+def test_the_command_walk_finds_the_built_ins() -> None:
+    paths = {path for path, _ in commands(build_cli(BUILT_IN))}
+    assert {"flywheel serve", "flywheel jobs ls", "flywheel schedule add", "flywheel status"} <= paths
 
 
 def sections(doc: str) -> dict[str, str]:
@@ -108,8 +115,6 @@ def long_flags(command: click.Command) -> list[str]:
     return [o for p in command.params if isinstance(p, click.Option) for o in p.opts + p.secondary_opts
             if o.startswith("--") and o != "--help"]
 
-
-BUILT_IN = make_plugin_manager(disabled=[])
 
 
 @pytest.mark.parametrize(("path", "command"), commands(build_cli(BUILT_IN)), ids=lambda v: v if isinstance(v, str) else "")

@@ -253,3 +253,31 @@ def test_worker_types_come_from_every_plugin(pm: Any) -> None:
 
     assert set(worker_types(pm)) == {"say"}
     assert worker_types(make_plugin_manager(load_entrypoints=False)) == {}
+
+
+def test_log_setup_text_and_json() -> None:
+    import io
+    import json
+    import logging
+
+    from flywheel.logsetup import configure_logging, level_number
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    stream = io.StringIO()
+    try:
+        configure_logging("info", "json", stream=stream)
+        logging.getLogger("flywheel.test").info("hello %s", "there", extra={"action": "probe", "n": 3})
+        record = json.loads(stream.getvalue())
+        assert (record["level"], record["logger"], record["message"]) == ("info", "flywheel.test", "hello there")
+        assert (record["action"], record["n"]) == ("probe", 3) and record["time"].endswith("Z")
+        stream.truncate(0), stream.seek(0)
+        configure_logging("warning", "text", stream=stream)
+        logging.getLogger("flywheel.test").info("hidden")
+        logging.getLogger("flywheel.test").warning("shown")
+        assert "hidden" not in stream.getvalue() and "WARNING flywheel.test: shown" in stream.getvalue()
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    assert level_number("warn") == logging.WARNING and level_number("error", verbose=1) == logging.INFO
+    assert level_number("info", verbose=2) == logging.DEBUG

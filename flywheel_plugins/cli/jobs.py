@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import TypeVar
 
 import click
 
@@ -10,6 +12,7 @@ from flywheel.cli import OperationalError, State
 from flywheel.plugins import hookimpl
 from flywheel_plugins.cli.output import echo_json, echo_table, json_option, local_time, short
 
+T = TypeVar("T")
 STATES = ("available", "running", "retryable", "scheduled", "succeeded", "cancelled", "discarded")
 
 
@@ -106,7 +109,7 @@ def cancel(state: State, job_id: str) -> None:
     click.echo(f"cancelled {view.id}")
 
 
-def _find(operation):  # type: ignore[no-untyped-def]
+def _find(operation: Callable[[], T]) -> T:
     from flywheel.errors import JobNotFound
 
     try:
