@@ -127,3 +127,24 @@ def test_help_lists_every_built_in_command(tmp_path: Path) -> None:
     for command in ("serve", "migrate", "enqueue", "jobs", "schedule", "status", "prune", "doctor", "plugins",
                     "version"):
         assert f"\n  {command} " in done.stdout, command
+
+
+_PROBE = """
+import sys
+from flywheel.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+heavy = sorted(m for m in ("peewee", "cattrs", "croniter", "psycopg2", "sqlite3", "flywheel.db", "flywheel.runner")
+               if m in sys.modules)
+print("HEAVY=" + ",".join(heavy), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["version"], ["jobs", "--help"], ["serve", "--help"]])
+def test_help_and_version_import_no_driver_or_runtime(args: list[str], tmp_path: Path) -> None:
+    """What keeps start-up fast: nothing heavy is imported until a command needs it (no timing asserted)."""
+    done = subprocess.run([sys.executable, "-c", _PROBE, *args], cwd=tmp_path, env=clean_env(tmp_path),
+                          capture_output=True, text=True, timeout=60)
+    assert "HEAVY=\n" in done.stderr or done.stderr.rstrip().endswith("HEAVY="), done.stderr

@@ -281,3 +281,10 @@ def test_log_setup_text_and_json() -> None:
         root.setLevel(level)
     assert level_number("warn") == logging.WARNING and level_number("error", verbose=1) == logging.INFO
     assert level_number("info", verbose=2) == logging.DEBUG
+
+
+def test_the_default_url_is_the_same_everywhere() -> None:
+    import flywheel.cli
+    import flywheel.config
+
+    assert flywheel.DEFAULT_URL == flywheel.config.DEFAULT_URL == flywheel.cli.DEFAULT_URL == "sqlite:///flywheel.db"
