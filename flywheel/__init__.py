@@ -1,67 +1,144 @@
 """flywheel: a durable, database-backed background-job runtime.
 
-Importing this package loads no plugin and opens no database; plugins load when a plugin
-manager is first needed (``connect``, ``Runner``, the CLI).
+Importing this package loads no plugin, opens no database and imports almost nothing:
+every public name is imported from its module on first use (PEP 562), so the ``flywheel``
+command starts quickly. Plugins load when a plugin manager is first needed.
 """
 
 from __future__ import annotations
 
-from flywheel.client import Client
-from flywheel.clock import Clock, FixedClock, SystemClock, current_clock, use_clock
-from flywheel.context import request_id, request_id_scope
-from flywheel.db import DEFAULT_URL, Database, connect, migrate, models
-from flywheel.enums import ANY_CLASS, ErrorClass, JobState, RunOutcome, non_terminal_states, terminal_states
-from flywheel.errors import (
-    AlreadyEnqueued,
-    DatabaseError,
-    DuplicateKey,
-    DuplicateKind,
-    FlywheelError,
-    ForeignKeyViolation,
-    JobNotFound,
-    JobTerminal,
-    MissingKind,
-    PeriodicNotFound,
-    SchemaMissing,
-    UnknownKind,
-    ValidationError,
-    wrap_db_error,
-)
-from flywheel.events import ClaimEvent, FinishEvent, JobEvent, RetryEvent
-from flywheel.ids import new_id
-from flywheel.jobs import Cancel, FollowUp, InsertOpts, Job, Permanent, Result, Snooze
-from flywheel.node import HealthConfig, Node, RunnerConfig, SchedulerConfig
-from flywheel.ops import (
-    cancel_job,
-    count_active_jobs,
-    count_runs,
-    delete_finished_jobs,
-    find_job,
-    list_active_by_kind,
-    list_jobs,
-    list_runs,
-    overview,
-    queue_health,
-    recent_failures,
-    retry_job,
-)
-from flywheel.plugins import hookimpl
-from flywheel.registry import Registry, Worker
-from flywheel.runner import Runner
-from flywheel.scheduler import Scheduler
-from flywheel.schedules import (
-    PeriodicSpec,
-    delete_periodic,
-    list_periodics,
-    set_periodic_active,
-    upsert_periodic,
-)
-from flywheel.views import FailureView, JobArgsView, JobRunView, JobsOverview, JobView, PeriodicView, QueueHealth
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from flywheel.client import Client
+    from flywheel.clock import Clock, FixedClock, SystemClock, current_clock, use_clock
+    from flywheel.context import request_id, request_id_scope
+    from flywheel.db import DEFAULT_URL, Database, connect, migrate, models
+    from flywheel.enums import ANY_CLASS, ErrorClass, JobState, RunOutcome, non_terminal_states, terminal_states
+    from flywheel.errors import (
+        AlreadyEnqueued,
+        DatabaseError,
+        DuplicateKey,
+        DuplicateKind,
+        FlywheelError,
+        ForeignKeyViolation,
+        JobNotFound,
+        JobTerminal,
+        MissingKind,
+        PeriodicNotFound,
+        SchemaMissing,
+        UnknownKind,
+        ValidationError,
+        wrap_db_error,
+    )
+    from flywheel.events import ClaimEvent, FinishEvent, JobEvent, RetryEvent
+    from flywheel.ids import new_id
+    from flywheel.jobs import Cancel, FollowUp, InsertOpts, Job, Permanent, Result, Snooze
+    from flywheel.node import HealthConfig, Node, RunnerConfig, SchedulerConfig
+    from flywheel.ops import (
+        cancel_job,
+        count_active_jobs,
+        count_runs,
+        delete_finished_jobs,
+        find_job,
+        list_active_by_kind,
+        list_jobs,
+        list_runs,
+        overview,
+        queue_health,
+        recent_failures,
+        retry_job,
+    )
+    from flywheel.plugins import hookimpl
+    from flywheel.registry import Registry, Worker
+    from flywheel.runner import Runner
+    from flywheel.scheduler import Scheduler
+    from flywheel.schedules import (
+        PeriodicSpec,
+        delete_periodic,
+        list_periodics,
+        set_periodic_active,
+        upsert_periodic,
+    )
+    from flywheel.views import FailureView, JobArgsView, JobRunView, JobsOverview, JobView, PeriodicView, QueueHealth
+    from flywheel.config import Config, load_config
 
 __version__ = "0.1.0"
 
+#: module -> the public names it provides
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "flywheel.client": ("Client",),
+    "flywheel.clock": ("Clock", "FixedClock", "SystemClock", "current_clock", "use_clock"),
+    "flywheel.config": ("Config", "load_config"),
+    "flywheel.context": ("request_id", "request_id_scope"),
+    "flywheel.db": ("DEFAULT_URL", "Database", "connect", "migrate"),
+    "flywheel.enums": ("ANY_CLASS", "ErrorClass", "JobState", "RunOutcome", "non_terminal_states", "terminal_states"),
+    "flywheel.errors": ("AlreadyEnqueued", "DatabaseError", "DuplicateKey", "DuplicateKind", "FlywheelError",
+                        "ForeignKeyViolation", "JobNotFound", "JobTerminal", "MissingKind", "PeriodicNotFound",
+                        "SchemaMissing", "UnknownKind", "ValidationError", "wrap_db_error"),
+    "flywheel.events": ("ClaimEvent", "FinishEvent", "JobEvent", "RetryEvent"),
+    "flywheel.ids": ("new_id",),
+    "flywheel.jobs": ("Cancel", "FollowUp", "InsertOpts", "Job", "Permanent", "Result", "Snooze"),
+    "flywheel.node": ("HealthConfig", "Node", "RunnerConfig", "SchedulerConfig"),
+    "flywheel.ops": ("cancel_job", "count_active_jobs", "count_runs", "delete_finished_jobs", "find_job",
+                     "list_active_by_kind", "list_jobs", "list_runs", "overview", "queue_health", "recent_failures",
+                     "retry_job"),
+    "flywheel.plugins": ("hookimpl",),
+    "flywheel.registry": ("Registry", "Worker"),
+    "flywheel.runner": ("Runner",),
+    "flywheel.scheduler": ("Scheduler",),
+    "flywheel.schedules": ("PeriodicSpec", "delete_periodic", "list_periodics", "set_periodic_active",
+                           "upsert_periodic"),
+    "flywheel.views": ("FailureView", "JobArgsView", "JobRunView", "JobView", "JobsOverview", "PeriodicView",
+                       "QueueHealth"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name (or a submodule such as ``flywheel.plugins``) on first use."""
+    module = _WHERE.get(name)
+    if module is None:
+        try:
+            return importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module 'flywheel' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE) | {"models"})
+
+
+class _Package(types.ModuleType):
+    """``flywheel.models`` is the function ``models()``, although a submodule has that name too.
+
+    Importing the submodule ``flywheel.models`` binds it on this package; the setter ignores
+    that, so the public name stays the function whatever was imported first.
+    """
+
+    @property
+    def models(self) -> Any:
+        from flywheel.db import models
+
+        return models
+
+    @models.setter
+    def models(self, value: Any) -> None:
+        pass
+
+
+sys.modules[__name__].__class__ = _Package
+
 __all__ = [
-    "ANY_CLASS", "DEFAULT_URL", "AlreadyEnqueued", "Cancel", "ClaimEvent", "Client", "Clock", "Database",
+    "ANY_CLASS", "DEFAULT_URL", "AlreadyEnqueued", "Cancel", "ClaimEvent", "Client", "Clock", "Config", "Database",
     "DatabaseError", "DuplicateKey", "DuplicateKind", "ErrorClass", "FailureView", "FinishEvent", "FixedClock",
     "FlywheelError", "FollowUp", "ForeignKeyViolation", "HealthConfig", "InsertOpts", "Job", "JobArgsView",
     "JobEvent", "JobNotFound", "JobRunView", "JobState", "JobTerminal", "JobView", "JobsOverview", "MissingKind",
@@ -71,7 +148,7 @@ __all__ = [
     "UnknownKind", "ValidationError", "Worker",
     "__version__", "cancel_job", "connect", "count_active_jobs", "count_runs", "current_clock",
     "delete_finished_jobs", "delete_periodic", "find_job", "hookimpl", "list_active_by_kind", "list_jobs",
-    "list_periodics", "list_runs", "migrate", "models", "new_id", "non_terminal_states", "overview",
+    "list_periodics", "list_runs", "load_config", "migrate", "models", "new_id", "non_terminal_states", "overview",
     "queue_health", "recent_failures", "request_id", "request_id_scope", "retry_job", "set_periodic_active",
     "terminal_states", "upsert_periodic", "use_clock", "wrap_db_error",
 ]

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import peewee
 
-from flywheel import models as _models
+from flywheel.models import MODELS, bind_models
 from flywheel.errors import translate_db_errors
 from flywheel.plugins import find_driver, resolve
 
@@ -33,7 +33,7 @@ class Database:
         self.driver = driver
         self.pm = pm
         self.pw: peewee.Database = driver.open()
-        self.models = _models.bind_models(self.pw)
+        self.models = bind_models(self.pw)
         self.Job: Any = self.models["jobs"]
         self.JobRun: Any = self.models["job_runs"]
         self.JobPeriodic: Any = self.models["job_periodics"]
@@ -103,4 +103,4 @@ def migrate(db: Database) -> None:
 
 def models() -> tuple[type[peewee.Model], ...]:
     """The unbound peewee models (``Job``, ``JobRun``, ``JobPeriodic``) for host-owned schemas."""
-    return _models.MODELS
+    return MODELS

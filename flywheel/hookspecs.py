@@ -17,6 +17,7 @@ import pluggy
 if TYPE_CHECKING:
     import click
 
+    from flywheel.config import Config
     from flywheel.driver import Driver
     from flywheel.enums import ErrorClass
     from flywheel.events import ClaimEvent, FinishEvent, JobEvent, RetryEvent
@@ -52,13 +53,15 @@ def flywheel_driver(url: str) -> Driver | None:
 
 
 @hookspec
-def flywheel_register_workers(registry: Registry) -> None:
+def flywheel_register_workers(registry: Registry, config: Config | None) -> None:
     """Register this plugin's worker kinds on ``registry``.
 
     Called when a registry is filled from plugins (:meth:`Registry.load_plugins`, the
     CLI's ``serve``). Registering a kind that already exists raises ``DuplicateKind``.
 
     :param registry: the :class:`~flywheel.registry.Registry` to add workers to.
+    :param config: the :class:`~flywheel.config.Config` that ``flywheel serve`` loaded
+        (e.g. ``config.runtime.env_allowlist``), or None when code filled the registry.
     """
 
 
@@ -67,8 +70,11 @@ def flywheel_worker_types() -> Mapping[str, Callable[..., Any]]:
     """Return worker types that config files can declare, as ``{name: factory}``.
 
     Called when a config file's ``[[schedules]]`` tables name a worker type (``exec``,
-    ``shell``, ``python``, ``http``). The factory takes the table's settings as keyword
-    arguments and returns a worker.
+    ``shell``, ``python``, ``http``): ``worker = "shell"`` with a ``[schedules.shell]``
+    table. ``factory(table)`` receives that table (a mapping) and returns the args of the
+    job the schedule enqueues: an attrs instance whose class has ``kind: ClassVar[str]``.
+    It raises ``flywheel.ValidationError(field, message)`` for bad settings, reported as
+    ``schedules[i].shell.<field>: message``.
 
     :returns: a mapping of type name to factory.
     """

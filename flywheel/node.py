@@ -40,6 +40,7 @@ from flywheel.plugins import plugin_services, resolve
 if TYPE_CHECKING:
     import pluggy
 
+    from flywheel.config import Config
     from flywheel.db import Database
     from flywheel.registry import Registry
     from flywheel.runner import Runner
@@ -76,6 +77,7 @@ class Node:
         drain_timeout: timedelta | float | None = None,
         pm: pluggy.PluginManager | None = None,
         logger: logging.Logger | None = None,
+        config: Config | None = None,
     ) -> None:
         configs = [RunnerConfig()] if runners is None else list(runners)
         if not configs:
@@ -84,6 +86,7 @@ class Node:
         self.registry = registry
         self.pm = resolve(pm) if pm is not None else db.pm
         self.health = health
+        self.config = config  # what `flywheel serve` loaded (service plugins read it), or None
         self.drain_timeout = to_timedelta(drain_timeout, field="drain_timeout")
         if self.drain_timeout is not None and self.drain_timeout < timedelta(0):
             raise ValidationError("drain_timeout", "must not be negative")

@@ -16,6 +16,7 @@ from flywheel.jobs import InsertOpts, Job, Result
 if TYPE_CHECKING:
     import pluggy
 
+    from flywheel.config import Config
     from flywheel.enums import ErrorClass
 
 A = TypeVar("A")
@@ -110,11 +111,14 @@ class Registry:
 
         return decorate
 
-    def load_plugins(self, pm: pluggy.PluginManager | None = None) -> Registry:
-        """Let every plugin's ``flywheel_register_workers`` add its kinds; returns self."""
+    def load_plugins(self, pm: pluggy.PluginManager | None = None, config: Config | None = None) -> Registry:
+        """Let every plugin's ``flywheel_register_workers`` add its kinds; returns self.
+
+        ``config`` (what ``flywheel serve`` loaded, or None) is handed to the plugins.
+        """
         from flywheel.plugins import resolve
 
-        resolve(pm).hook.flywheel_register_workers(registry=self)
+        resolve(pm).hook.flywheel_register_workers(registry=self, config=config)
         return self
 
     def get(self, kind: str) -> Registered:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
-from flywheel.events import ClaimEvent, FinishEvent, JobEvent, RetryEvent
 from flywheel.plugins import hookimpl
+
+if TYPE_CHECKING:  # only annotations: loading the plugin stays cheap
+    from flywheel.events import ClaimEvent, FinishEvent, JobEvent, RetryEvent
 
 logger = logging.getLogger("flywheel.events")
 

@@ -79,8 +79,8 @@ def plugin_modules() -> list[str]:
 
 
 def installed_entry_points() -> list[importlib.metadata.EntryPoint]:
-    """The ``flywheel`` entry points that the installed ``flywheel`` distribution declares."""
-    dist = importlib.metadata.distribution("flywheel")
+    """The ``flywheel`` entry points that the installed ``flywheel-jobs`` distribution declares."""
+    dist = importlib.metadata.distribution("flywheel-jobs")
     return [ep for ep in dist.entry_points if ep.group == ENTRY_POINT_GROUP]
 
 

@@ -230,7 +230,7 @@ else:
 """
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert INSTALL_HINT in done.stdout and INSTALL_HINT == "pip install 'flywheel[postgres]'"
+    assert INSTALL_HINT in done.stdout and INSTALL_HINT == "pip install 'flywheel-jobs[postgres]'"
     assert "secret" not in done.stdout
 
 

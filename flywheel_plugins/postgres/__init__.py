@@ -32,34 +32,37 @@ and :mod:`.driver` (the :class:`PostgresDriver` that uses them all).
 
 from __future__ import annotations
 
-from flywheel.driver import Driver
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from flywheel.plugins import hookimpl
+
+if TYPE_CHECKING:
+    from flywheel.driver import Driver
 
 # The public names below are the ones this module had before it became a package; the
 # constants and the private helpers (_execute, _CHANNEL_SQL) the tests read are re-exported
-# too. A name is looked up in the submodule that uses it: monkeypatch it there (e.g.
-# flywheel_plugins.postgres.driver._execute), not here.
-from flywheel_plugins.postgres.bulk import COPY_MIN_ROWS, COPY_PIECE  # noqa: F401
-from flywheel_plugins.postgres.connection import (  # noqa: F401
-    CONNECTION_DEFAULTS,
-    INSTALL_HINT,
-    SESSION_DEFAULTS,
-    PostgresDatabase,
-    PostgresDriverMissing,
-    _execute,
-    connection_params,
-    hide_password,
-    lost_connection,
-)
-from flywheel_plugins.postgres.driver import JOBS_STORAGE_PARAMETERS, PostgresDriver  # noqa: F401
-from flywheel_plugins.postgres.listener import (  # noqa: F401
-    _CHANNEL_SQL,
-    LISTEN_LINGER_S,
-    LISTEN_MAX_BACKOFF_S,
-    channel_name,
-)
-from flywheel_plugins.postgres.locks import AdvisoryLock
-from flywheel_plugins.postgres.statements import claim_sql
+# too, imported on first use so that loading the plugin costs nothing (every `flywheel`
+# command loads it). A name is looked up in the submodule that uses it: monkeypatch it
+# there (e.g. flywheel_plugins.postgres.driver._execute), not here.
+_EXPORTS = {
+    "bulk": ("COPY_MIN_ROWS", "COPY_PIECE"),
+    "connection": ("CONNECTION_DEFAULTS", "INSTALL_HINT", "SESSION_DEFAULTS", "PostgresDatabase",
+                   "PostgresDriverMissing", "_execute", "connection_params", "hide_password", "lost_connection"),
+    "driver": ("JOBS_STORAGE_PARAMETERS", "PostgresDriver"),
+    "listener": ("_CHANNEL_SQL", "LISTEN_LINGER_S", "LISTEN_MAX_BACKOFF_S", "channel_name"),
+    "locks": ("AdvisoryLock",),
+    "statements": ("claim_sql",),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
 
 URL_SCHEMES = ("postgresql", "postgres")
 
@@ -70,6 +73,8 @@ def flywheel_driver(url: str) -> Driver | None:
     scheme = url.partition(":")[0].lower()
     if scheme not in URL_SCHEMES or not url[len(scheme) :].startswith("://"):
         return None
+    from flywheel_plugins.postgres.driver import PostgresDriver
+
     return PostgresDriver(url)
 
 

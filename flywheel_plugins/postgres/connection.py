@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from flywheel.db import Database
     from flywheel_plugins.postgres.driver import PostgresDriver
 
-INSTALL_HINT = "pip install 'flywheel[postgres]'"
+INSTALL_HINT = "pip install 'flywheel-jobs[postgres]'"
 
 #: Connection settings applied unless the URL sets them (any libpq parameter may be given
 #: as a URL query parameter, e.g. ``?connect_timeout=3&sslmode=require``).

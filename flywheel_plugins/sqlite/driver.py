@@ -1,4 +1,4 @@
-"""SQLite driver: ``sqlite:///relative.db``, ``sqlite:////absolute.db`` and ``sqlite://:memory:``.
+"""The SQLite driver (the plugin is :mod:`flywheel_plugins.sqlite`): ``sqlite:///relative.db``, ``sqlite:////absolute.db`` and ``sqlite://:memory:``.
 
 Every connection runs in WAL mode with ``synchronous=NORMAL``, foreign keys on and a long
 busy timeout, and every write transaction is ``BEGIN IMMEDIATE`` so a writer takes the
@@ -28,7 +28,6 @@ import peewee
 
 from flywheel.driver import Driver, Singleton
 from flywheel.errors import SchemaMissing
-from flywheel.plugins import hookimpl
 
 if TYPE_CHECKING:
     from flywheel.db import Database
@@ -37,14 +36,6 @@ URL_SCHEMES = ("sqlite",)
 BUSY_TIMEOUT_S = 60.0
 WATCH_STEP_S = 0.004
 _MEMORY = ":memory:"
-
-
-@hookimpl(trylast=True)
-def flywheel_driver(url: str) -> Driver | None:
-    """Open ``sqlite:`` URLs."""
-    if not url.startswith("sqlite:"):
-        return None
-    return SQLiteDriver(url)
 
 
 def path_from_url(url: str) -> str:
