@@ -17,6 +17,7 @@ import pluggy
 if TYPE_CHECKING:
     import click
 
+    from flywheel.config import Config
     from flywheel.driver import Driver
     from flywheel.enums import ErrorClass
     from flywheel.events import ClaimEvent, FinishEvent, JobEvent, RetryEvent
@@ -52,13 +53,15 @@ def flywheel_driver(url: str) -> Driver | None:
 
 
 @hookspec
-def flywheel_register_workers(registry: Registry) -> None:
+def flywheel_register_workers(registry: Registry, config: Config | None) -> None:
     """Register this plugin's worker kinds on ``registry``.
 
     Called when a registry is filled from plugins (:meth:`Registry.load_plugins`, the
     CLI's ``serve``). Registering a kind that already exists raises ``DuplicateKind``.
 
     :param registry: the :class:`~flywheel.registry.Registry` to add workers to.
+    :param config: the loaded ``flywheel.toml`` settings (e.g. ``config.runtime.env_allowlist``),
+        or None when the registry is filled without a config file.
     """
 
 
@@ -67,8 +70,10 @@ def flywheel_worker_types() -> Mapping[str, Callable[..., Any]]:
     """Return worker types that config files can declare, as ``{name: factory}``.
 
     Called when a config file's ``[[schedules]]`` tables name a worker type (``exec``,
-    ``shell``, ``python``, ``http``). The factory takes the table's settings as keyword
-    arguments and returns a worker.
+    ``shell``, ``python``, ``mage``, ``http``). The factory takes the type's sub-table as
+    one mapping, ``factory(table)``, and returns the job's args object (its class names
+    the kind with ``kind``); a bad, missing or unknown key raises
+    :class:`~flywheel.ValidationError` naming the key, so the config fails at load time.
 
     :returns: a mapping of type name to factory.
     """

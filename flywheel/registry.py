@@ -110,11 +110,15 @@ class Registry:
 
         return decorate
 
-    def load_plugins(self, pm: pluggy.PluginManager | None = None) -> Registry:
-        """Let every plugin's ``flywheel_register_workers`` add its kinds; returns self."""
+    def load_plugins(self, pm: pluggy.PluginManager | None = None, config: Any = None) -> Registry:
+        """Let every plugin's ``flywheel_register_workers`` add its kinds; returns self.
+
+        ``config`` (a loaded ``flywheel.toml``, or None) is handed to the plugins, e.g. so
+        the command workers read ``[runtime] env_allowlist``.
+        """
         from flywheel.plugins import resolve
 
-        resolve(pm).hook.flywheel_register_workers(registry=self)
+        resolve(pm).hook.flywheel_register_workers(registry=self, config=config)
         return self
 
     def get(self, kind: str) -> Registered:
