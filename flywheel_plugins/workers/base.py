@@ -147,13 +147,16 @@ def _conforms(value: Any, hint: Any) -> bool:
     return True
 
 
+_NAMES = {bool: ("true or false", "booleans"), int: ("an integer", "integers"),
+          float: ("a non-negative number", "numbers"), str: ("a string", "strings")}
+
+
 def _describe(hint: Any) -> str:
     origin, params = typing.get_origin(hint), typing.get_args(hint)
     if origin in _UNIONS:
         return " or ".join(_describe(p) for p in params if p is not type(None))
     if origin is list:
-        return f"a list of {_describe(params[0])}s"
+        return f"a list of {_NAMES.get(params[0], ('', str(params[0])))[1]}"
     if origin is dict:
-        return f"a table of {_describe(params[1])}s"
-    return {bool: "true or false", int: "an integer", float: "a non-negative number", str: "a string"}.get(
-        hint, str(hint))
+        return f"a table of {_NAMES.get(params[1], ('', str(params[1])))[1]}"
+    return _NAMES.get(hint, (str(hint), ""))[0]

@@ -47,6 +47,10 @@ class CommandWorker(Generic[A]):
         """The command line for ``args`` (already validated)."""
         raise NotImplementedError
 
+    def label(self, args: A, argv: list[str]) -> str:
+        """How error messages name the command."""
+        return f'{self.kind} "{argv[0]}"'
+
     def stdin(self, args: A) -> str:
         return str(getattr(args, "stdin", "") or "")
 
@@ -59,7 +63,7 @@ class CommandWorker(Generic[A]):
             dir=args.dir or None, stdin=self.stdin(args).encode() or None,  # type: ignore[attr-defined]
             timeout=_time_left(job, args.timeout_seconds),  # type: ignore[attr-defined]
         )
-        name = f'{self.kind} "{argv[0]}"'
+        name = self.label(args, argv)
         try:
             done = process.run(command, stop=job.cancelled, max_output_bytes=self.max_output_bytes,
                                kill_grace=self.kill_grace)

@@ -60,6 +60,11 @@ class PythonWorker(CommandWorker[PythonArgs]):
         return [interp, *head, *args.args]  # type: ignore[misc]
 
 
+    def label(self, args: PythonArgs, argv: list[str]) -> str:
+        what = args.script or (f"-m {args.module}" if args.module else "(inline)")
+        return f'python "{what}"' if args.script else f"python {what}"
+
+
 def from_table(table: Mapping[str, Any]) -> PythonArgs:
     """``[schedules.python]`` → :class:`PythonArgs`."""
     return args_from_table(PythonArgs, table)  # type: ignore[no-any-return]

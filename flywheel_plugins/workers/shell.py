@@ -49,6 +49,10 @@ class ShellWorker(CommandWorker[ShellArgs]):
         return [shell, "-c", args.inline, *([shell, *args.args] if args.args else [])]
 
 
+    def label(self, args: ShellArgs, argv: list[str]) -> str:
+        return f'shell "{args.script}"' if args.script else "shell (inline)"
+
+
 def from_table(table: Mapping[str, Any]) -> ShellArgs:
     """``[schedules.shell]`` → :class:`ShellArgs`."""
     return args_from_table(ShellArgs, table)  # type: ignore[no-any-return]
