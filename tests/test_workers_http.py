@@ -160,7 +160,7 @@ def test_a_slow_server_times_out(db, client, make_runner, http_worker, server):
     job, runs = run_job(db, client, make_runner, HTTPArgs(url=f"{server}/slow", timeout_seconds=0.5),
                         max_attempts=1)
     assert (job.state, runs[0].outcome, runs[0].error_class) == ("discarded", "timeout", "timeout")
-    assert "timed out after 0.5s" in runs[0].error
+    assert "timed out after" in runs[0].error
 
 
 def test_method_headers_and_body_are_sent(db, client, make_runner, http_worker, server):

@@ -8,7 +8,6 @@ transport failure is transient, and a request past its timeout is ``timeout``.
 
 from __future__ import annotations
 
-import email.utils
 import re
 import time
 from collections.abc import Mapping
@@ -97,7 +96,8 @@ class HTTPWorker:
         try:
             response = self.transport.send(request)
         except TimeoutError as exc:
-            raise WorkerFailure(f"{name}: timed out after {limit:g}s", error_class=ErrorClass.TIMEOUT) from exc
+            raise WorkerFailure(f"{name}: timed out after {time.monotonic() - started:.1f}s",
+                                error_class=ErrorClass.TIMEOUT) from exc
         except Exception as exc:  # refused, reset, DNS, TLS: the server may be back soon
             raise WorkerFailure(f"{name}: {type(exc).__name__}: {exc}") from exc
         try:
@@ -171,6 +171,8 @@ def _retry_after(headers: Mapping[str, str], ceiling: timedelta) -> timedelta | 
     if value.isdigit():
         delay = timedelta(seconds=int(value))
     else:
+        import email.utils
+
         try:
             when = email.utils.parsedate_to_datetime(value)
         except (TypeError, ValueError):

@@ -8,9 +8,7 @@ failure (refused connection, DNS, TLS); an HTTP status, any status, is a respons
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.parse
-import urllib.request
+import functools
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -58,10 +56,16 @@ class _Response:
 
 
 class UrllibTransport:
-    """Sends requests with ``urllib``; redirects to another host are followed only when asked."""
+    """Sends requests with ``urllib``; redirects to another host are followed only when asked.
+
+    urllib is imported on the first request, so loading the plugin (every CLI call) stays cheap.
+    """
 
     def send(self, request: HTTPRequest) -> HTTPResponse:
-        opener = urllib.request.build_opener(_Redirects(request.follow_redirects))
+        import urllib.error
+        import urllib.request
+
+        opener = urllib.request.build_opener(_redirect_handler()(request.follow_redirects))
         req = urllib.request.Request(request.url, data=request.body, headers=dict(request.headers),
                                      method=request.method)
         try:
@@ -75,20 +79,28 @@ class UrllibTransport:
         return _Response(status=stream.status, headers=_headers(stream.headers), stream=stream)
 
 
-class _Redirects(urllib.request.HTTPRedirectHandler):
-    """Follow a redirect on the same scheme, host and port; to elsewhere only when allowed."""
+@functools.cache
+def _redirect_handler() -> type[Any]:
+    import urllib.request
 
-    def __init__(self, anywhere: bool) -> None:
-        self.anywhere = anywhere
+    class Redirects(urllib.request.HTTPRedirectHandler):
+        """Follow a redirect on the same scheme, host and port; to elsewhere only when allowed."""
 
-    def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any,
-                         newurl: str) -> urllib.request.Request | None:
-        if not self.anywhere and _origin(newurl) != _origin(req.full_url):
-            return None  # urllib then reports the 3xx itself as the response
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
+        def __init__(self, anywhere: bool) -> None:
+            self.anywhere = anywhere
+
+        def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any,
+                             newurl: str) -> urllib.request.Request | None:
+            if not self.anywhere and _origin(newurl) != _origin(req.full_url):
+                return None  # urllib then reports the 3xx itself as the response
+            return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+    return Redirects
 
 
 def _origin(url: str) -> tuple[str, str | None, int | None]:
+    import urllib.parse
+
     parts = urllib.parse.urlsplit(url)
     default = {"http": 80, "https": 443}.get(parts.scheme)
     return parts.scheme, parts.hostname, parts.port or default
