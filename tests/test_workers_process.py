@@ -241,3 +241,24 @@ def test_start_new_session_child_leaves_nothing_when_it_exits(db, client, make_r
     assert job.state == "succeeded" and output(runs[0])["stdout"] == "done\n"
     pid = int(pid_file.read_text())
     wait_for(lambda: not _running(pid), timeout=10, what="the background process to be stopped")
+
+
+def test_capture_keeps_the_first_and_last_halves_and_counts_everything():
+    from flywheel_plugins.workers.process import Capture
+
+    capture = Capture(10)
+    for chunk in (b"abc", b"defgh", b"ijklmnop", b"qrstuvwxyz"):
+        capture.feed(chunk)
+    assert capture.total == 26 and capture.truncated
+    assert capture.text() == "abcde\n[flywheel: output truncated: 16 of 26 bytes omitted]\nvwxyz"
+    exact = Capture(10)
+    exact.feed(b"0123456789")
+    assert (exact.text(), exact.truncated) == ("0123456789", False)
+
+
+def test_build_env_takes_only_allowlisted_host_variables():
+    from flywheel_plugins.workers.process import build_env
+
+    host = {"PATH": "/bin", "SECRET": "x", "HOME": "/root"}
+    assert build_env(["PATH", "LANG"], {"OWN": "1", "PATH": "/opt/bin"}, host) == {"PATH": "/opt/bin", "OWN": "1"}
+    assert build_env([], None, host) == {}

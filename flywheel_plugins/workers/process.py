@@ -201,19 +201,12 @@ def _group_alive(pgid: int) -> bool:
         os.killpg(pgid, 0)
     except (ProcessLookupError, PermissionError):
         return False
-    return any(_is_running(pid) for pid in _group_members(pgid))
-
-
-def _group_members(pgid: int) -> list[int]:
-    members = []
     try:
         entries = os.listdir("/proc")
-    except OSError:  # no /proc: trust killpg's answer
-        return [pgid]
-    for entry in entries:
-        if entry.isdigit() and _stat_field(int(entry), 5) == str(pgid):
-            members.append(int(entry))
-    return members
+    except OSError:  # no /proc (macOS): trust killpg's answer
+        return True
+    return any(entry.isdigit() and _stat_field(int(entry), 5) == str(pgid) and _is_running(int(entry))
+               for entry in entries)
 
 
 def _is_running(pid: int) -> bool:
