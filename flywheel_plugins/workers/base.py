@@ -15,10 +15,11 @@ from typing import Any
 
 import attrs
 
+from flywheel import clock
 from flywheel.durations import parse_duration
 from flywheel.enums import ErrorClass
 from flywheel.errors import ValidationError
-from flywheel.jobs import Snooze
+from flywheel.jobs import Job, Snooze
 
 #: Host variables a command sees when no ``[runtime] env_allowlist`` is configured.
 DEFAULT_ENV_ALLOWLIST: tuple[str, ...] = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")
@@ -58,6 +59,14 @@ def env_allowlist(config: Any) -> tuple[str, ...]:
 
 def timeout_delta(seconds: float) -> timedelta | None:
     return timedelta(seconds=seconds) if seconds and seconds > 0 else None
+
+
+def time_left(job: Job[Any], seconds: float, default: float | None = None) -> float | None:
+    """The job's own limit (``timeout_seconds``), cut short by the runner's deadline if that is sooner."""
+    limits = [float(seconds)] if seconds and seconds > 0 else []
+    if job.deadline is not None:
+        limits.append(max(0.001, (job.deadline - clock.now()).total_seconds()))
+    return min(limits) if limits else default
 
 
 # ---------------------------------------------------------------------------

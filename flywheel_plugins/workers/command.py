@@ -12,12 +12,11 @@ from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any, ClassVar, Generic, TypeVar
 
-from flywheel import clock
 from flywheel.enums import ErrorClass
 from flywheel.errors import ValidationError
 from flywheel.jobs import Job, Result
 from flywheel_plugins.workers import process
-from flywheel_plugins.workers.base import DEFAULT_ENV_ALLOWLIST, WorkerFailure, classify, timeout_delta
+from flywheel_plugins.workers.base import DEFAULT_ENV_ALLOWLIST, WorkerFailure, classify, time_left, timeout_delta
 
 A = TypeVar("A")
 
@@ -61,7 +60,7 @@ class CommandWorker(Generic[A]):
         command = process.Command(
             argv=argv, env=process.build_env(self.env_allowlist, args.env),  # type: ignore[attr-defined]
             dir=args.dir or None, stdin=self.stdin(args).encode() or None,  # type: ignore[attr-defined]
-            timeout=_time_left(job, args.timeout_seconds),  # type: ignore[attr-defined]
+            timeout=time_left(job, args.timeout_seconds),  # type: ignore[attr-defined]
         )
         name = self.label(args, argv)
         try:
@@ -101,14 +100,6 @@ def existing_file(path: str, dir: str, *, field: str) -> str:
 
 def running_interpreter() -> str:
     return sys.executable or "python3"
-
-
-def _time_left(job: Job[Any], seconds: float) -> float | None:
-    """The job's own timeout, cut short by the runner's deadline for the attempt if that is sooner."""
-    limits = [float(seconds)] if seconds and seconds > 0 else []
-    if job.deadline is not None:
-        limits.append(max(0.001, (job.deadline - clock.now()).total_seconds()))
-    return min(limits) if limits else None
 
 
 def _start_failure(name: str, exc: process.StartFailed) -> WorkerFailure:

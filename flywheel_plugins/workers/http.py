@@ -30,6 +30,7 @@ from flywheel_plugins.workers.base import (
     ints,
     seconds,
     string_map,
+    time_left,
     timeout_delta,
 )
 from flywheel_plugins.workers.http_transport import HTTPRequest, HTTPResponse, HTTPTransport, UrllibTransport
@@ -87,7 +88,7 @@ class HTTPWorker:
         args = job.args
         args.validate()
         method = (args.method or "GET").upper()
-        limit = _time_left(job, args.timeout_seconds, self.default_timeout)
+        limit = time_left(job, args.timeout_seconds, self.default_timeout) or self.default_timeout
         request = HTTPRequest(method=method, url=args.url, headers=dict(args.headers or {}),
                               body=args.body.encode() if args.body else None, timeout=limit,
                               follow_redirects=args.follow_redirects)
@@ -153,13 +154,6 @@ class HTTPWorker:
             hint = " (a redirect to another host is followed only with follow_redirects)" if status < 400 else ""
             raise WorkerFailure(message + hint, error_class=ErrorClass.PERMANENT, output=output)
         raise WorkerFailure(message, output=output)
-
-
-def _time_left(job: Job[Any], seconds: float, default: float) -> float:
-    limits = [float(seconds)] if seconds and seconds > 0 else []
-    if job.deadline is not None:
-        limits.append(max(0.001, (job.deadline - clock.now()).total_seconds()))
-    return min(limits) if limits else default
 
 
 def _retry_after(headers: Mapping[str, str], ceiling: timedelta) -> timedelta | None:
