@@ -166,11 +166,14 @@ def _plan(runner: Runner, claimed: ClaimedJob, job: Job[Any] | None, result: Res
           error: BaseException | None, lease: Lease, finished_at: datetime, started: float) -> Attempt:
     entry = runner.registry.find(claimed.kind) if claimed.kind else None
     output_json = follow_ups = None
-    if error is None and result is not None:
-        try:
-            output_json = None if result.output is None else dumps_json(result.output, field="output")
+    output = result.output if result is not None else failure_output(error)
+    try:
+        output_json = None if output is None else dumps_json(output, field="output")
+        if error is None and result is not None:
             follow_ups = tuple(_follow_up_rows(claimed, result.follow_ups, finished_at))
-        except Exception as exc:  # a worker bug: it succeeded but returned something unstorable
+    except Exception as exc:  # a worker bug: it returned something unstorable
+        output_json = None
+        if error is None:
             error = Permanent(f"the worker's result cannot be stored: {exc}")
     error_class = retry_delay = None
     if isinstance(error, Cancel) or (error is None and result is not None and result.cancel):
@@ -231,6 +234,16 @@ def _follow_up_rows(parent: ClaimedJob, follow_ups: list[FollowUp], now: datetim
         )
         rows.append(build_job_row(kind, args_json, opts, now))
     return rows
+
+
+def failure_output(error: BaseException | None) -> Any:
+    """The ``output`` an exception raised from ``work`` carries, stored on its failed run.
+
+    A worker that fails after producing something worth keeping (a command's exit code
+    and captured streams, an HTTP status and body) raises an exception with an
+    ``output`` attribute; the run row records it like a successful result's output.
+    """
+    return None if error is None else getattr(error, "output", None)
 
 
 def describe_decode_error(exc: BaseException) -> str:

@@ -70,7 +70,7 @@ def flywheel_worker_types() -> Mapping[str, Callable[..., Any]]:
     """Return worker types that config files can declare, as ``{name: factory}``.
 
     Called when a config file's ``[[schedules]]`` tables name a worker type (``exec``,
-    ``shell``, ``python``, ``http``): ``worker = "shell"`` with a ``[schedules.shell]``
+    ``shell``, ``python``, ``mage``, ``http``): ``worker = "shell"`` with a ``[schedules.shell]``
     table. ``factory(table)`` receives that table (a mapping) and returns the args of the
     job the schedule enqueues: an attrs instance whose class has ``kind: ClassVar[str]``.
     It raises ``flywheel.ValidationError(field, message)`` for bad settings, reported as
