@@ -26,7 +26,7 @@ from flywheel.errors import (
     ValidationError,
     wrap_db_error,
 )
-from flywheel.events import ClaimEvent, FinishEvent, JobEvent, RetryEvent
+from flywheel.events import ClaimEvent, FinishEvent, JobEvent, RetryEvent, SupersedeEvent, SweepEvent
 from flywheel.ids import new_id
 from flywheel.jobs import Cancel, FollowUp, InsertOpts, Job, Permanent, Result, Snooze
 from flywheel.node import HealthConfig, Node, RunnerConfig, SchedulerConfig
@@ -65,7 +65,8 @@ __all__ = [
     "FlywheelError", "FollowUp", "ForeignKeyViolation", "HealthConfig", "InsertOpts", "Job", "JobArgsView",
     "JobEvent", "JobNotFound", "JobRunView", "JobState", "JobTerminal", "JobView", "JobsOverview", "MissingKind",
     "Node", "PeriodicNotFound", "PeriodicSpec", "PeriodicView", "Permanent", "QueueHealth", "Registry", "Result",
-    "RetryEvent", "RunOutcome", "Runner", "RunnerConfig", "Scheduler", "SchedulerConfig", "Snooze", "SystemClock",
+    "RetryEvent", "RunOutcome", "Runner", "RunnerConfig", "Scheduler", "SchedulerConfig", "Snooze", "SupersedeEvent", "SweepEvent",
+    "SystemClock",
     "UnknownKind", "ValidationError", "Worker",
     "__version__", "cancel_job", "connect", "count_active_jobs", "count_runs", "current_clock",
     "delete_finished_jobs", "delete_periodic", "find_job", "hookimpl", "list_active_by_kind", "list_jobs",
