@@ -361,3 +361,32 @@ def test_without_prometheus_client_the_plugin_is_quiet_and_says_how_to_enable_it
     from flywheel_plugins import prometheus
 
     assert prometheus.status()[0] is True
+
+
+# -- the dashboard and the alerts use only series that exist ----------------------------------
+
+
+def exported_series(db: flywheel.Database) -> set[str]:
+    from flywheel_plugins.prometheus import PrometheusObserver
+
+    names = set()
+    for family in PrometheusObserver(db=db).registry.collect():
+        suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"]}.get(family.type, [""])
+        names |= {family.name + suffix for suffix in suffixes}
+    return names
+
+
+def test_the_grafana_dashboard_and_the_alerts_use_only_exported_series(sqlite_db: flywheel.Database) -> None:
+    import re
+
+    exported = exported_series(sqlite_db)
+    dashboard = json.loads((REPO / "docs" / "grafana-dashboard.json").read_text(encoding="utf-8"))
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    operations = (REPO / "docs" / "operations.md").read_text(encoding="utf-8")
+    exprs += re.findall(r"```promql\n(.*?)```", operations, re.DOTALL)
+    used = {name for expr in exprs for name in re.findall(r"\bflywheel_\w+", expr)}
+    assert len(exprs) > 15 and used, "no PromQL found"
+    assert used <= exported, f"unknown series: {sorted(used - exported)}"
+    for name in ("flywheel_jobs_finished_total", "flywheel_queue_oldest_ready_seconds",
+                 "flywheel_job_duration_seconds_bucket", "flywheel_jobs_retried_total", "flywheel_queue_ready"):
+        assert name in used, f"the dashboard/alerts do not show {name}"
