@@ -138,7 +138,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._reply(200, b"ok\n")
             elif path == "/readyz":
                 reason = readiness(node)
-                self._reply(200, b"ready\n") if reason is None else self._reply(503, f"{reason}\n".encode())
+                if reason is None:
+                    self._reply(200, b"ready\n")
+                else:
+                    self._reply(503, f"{reason}\n".encode())
             elif path == "/metrics":
                 self._metrics(node)
             else:

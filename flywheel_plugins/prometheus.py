@@ -150,6 +150,10 @@ class PrometheusObserver:
                                        registry=reg)
         if db is not None:
             self.registry.register(QueueHealthCollector(db))
+        # labelled children by label values: ``labels()`` costs more than the update itself,
+        # and these run on the runner's threads for every attempt (bounded: kind x queue x outcome)
+        self._start_series: dict[tuple[str, str], Any] = {}
+        self._finish_series: dict[tuple[str, str, str], tuple[Any, Any, Any]] = {}
 
     def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
         """``(body, content type)`` of this registry for a scrape with the given Accept header."""
@@ -164,14 +168,21 @@ class PrometheusObserver:
 
     @hookimpl
     def flywheel_on_start(self, event: JobEvent) -> None:
-        self.started.labels(event.kind, event.queue).inc()
+        key = (event.kind, event.queue)
+        if (started := self._start_series.get(key)) is None:
+            started = self._start_series[key] = self.started.labels(*key)
+        started.inc()
 
     @hookimpl
     def flywheel_on_finish(self, event: FinishEvent) -> None:
-        outcome = str(event.outcome)
-        self.finished.labels(event.kind, event.queue, outcome).inc()
-        self.job_duration.labels(event.kind, outcome).observe(event.duration.total_seconds())
-        self.finalize_duration.labels(event.kind, outcome).observe(event.finalize_duration.total_seconds())
+        key = (event.kind, event.queue, str(event.outcome))
+        if (series := self._finish_series.get(key)) is None:
+            series = self._finish_series[key] = (self.finished.labels(*key), self.job_duration.labels(key[0], key[2]),
+                                                 self.finalize_duration.labels(key[0], key[2]))
+        finished, job_duration, finalize_duration = series
+        finished.inc()
+        job_duration.observe(event.duration.total_seconds())
+        finalize_duration.observe(event.finalize_duration.total_seconds())
         if event.error_class is not None:
             self.errored.labels(event.kind, str(event.error_class)).inc()
         if event.state is JobState.DISCARDED:
