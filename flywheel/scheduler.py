@@ -29,9 +29,9 @@ from flywheel.client import build_job_row
 from flywheel.driver import Singleton, SweepResult
 from flywheel.durations import format_duration, require_timedelta
 from flywheel.errors import ValidationError
+from flywheel.events import SweepEvent
 from flywheel.jobs import InsertOpts
 from flywheel.ops import delete_finished_jobs, queue_health
-from flywheel.events import SweepEvent
 from flywheel.plugins import emit, has_observers, resolve
 from flywheel.schedules import cadence_of
 from flywheel.serde import normalise_json_payload
@@ -117,12 +117,7 @@ class Scheduler:
         except Exception as exc:  # observe: a failed pass is observed too (issue 9), then re-raised
             self._observe_sweep(SweepResult(reclaimed=0, discarded=0), started, exc)
             raise
-        self._observe_sweep(result, started, None)
-        if result.reclaimed or result.discarded:
-            self.log.info("jobs: lease sweep reclaimed %d job(s) and discarded %d crash-looping job(s)",
-                          result.reclaimed, result.discarded,
-                          extra={"action": "lease_sweep", "reclaimed": result.reclaimed,
-                                 "discarded": result.discarded})
+        self._observe_sweep(result, started, None)  # observe: the logging plugin logs a reclaiming pass at INFO
         return result.reclaimed + result.discarded
 
     def _observe_sweep(self, result: SweepResult, started: float, error: Exception | None) -> None:
