@@ -125,8 +125,9 @@ def record_fields(record: logging.LogRecord) -> dict[str, Any]:
 class JsonFormatter(logging.Formatter):
     """One JSON object per record: ``time``, ``level``, ``logger``, ``message``, then the ``extra`` fields.
 
-    Never a line break inside an object (a traceback goes in ``exc_info`` as one string),
-    and values JSON cannot hold are written as their ``str()``.
+    Never a line break inside an object (a traceback goes in ``exc_info`` as one string;
+    non-ASCII characters are escaped), and values JSON cannot hold are written as their
+    ``str()`` (a timedelta as seconds).
     """
 
     def format(self, record: logging.LogRecord) -> str:
@@ -142,7 +143,8 @@ class JsonFormatter(logging.Formatter):
             data["exc_info"] = self.formatException(record.exc_info)
         if record.stack_info:
             data["stack_info"] = self.formatStack(record.stack_info)
-        return json.dumps(data, default=_jsonable, ensure_ascii=False)
+        # ASCII only: U+2028 and its kin would otherwise split a line for some readers
+        return json.dumps(data, default=_jsonable)
 
 
 def _jsonable(value: Any) -> Any:

@@ -228,7 +228,7 @@ JSON_RUN = """
 
     @registry.worker("ok")
     def ok(job):
-        job.logger.info("a worker's own line\\nwith a line break")
+        job.logger.info("a worker's own line\\nwith a line break\\u2028and a line separator")
 
     @registry.worker("boom")
     def boom(job):
@@ -288,7 +288,7 @@ def test_the_json_format_writes_one_object_per_line_for_a_whole_run(db_url: str)
     (sweep,) = (r for r in events if r["action"] == "lease_sweep")
     assert (sweep["level"], sweep["reclaimed"], sweep["discarded"]) == ("info", 1, 0)
     own = next(r for r in records if r["logger"] == "flywheel.jobs")
-    assert own["message"] == "a worker's own line\nwith a line break" and own["kind"] == "ok"
+    assert own["message"] == "a worker's own line\nwith a line break\u2028and a line separator" and own["kind"] == "ok"
     broke = next(r for r in records if r["logger"] == "myapp")
     assert broke["level"] == "error" and "ValueError: with a traceback" in broke["exc_info"]
 
