@@ -7,12 +7,17 @@ imports and connection set-up are not timed. It runs until ``stop`` (or end of i
 lets the runner finish its in-flight work, and prints ``done`` as a JSON line; with
 ``--record-finish`` that line carries, per job id, the wall-clock instant at which the
 job's finalisation had committed (taken in a ``flywheel_on_finish`` observer).
+
+With ``FLYWHEEL_BENCH_OBSERVE=1`` in its environment it also logs through the ``logging``
+plugin at INFO (text, to stderr) and records metrics with a Prometheus observer, to
+measure their overhead against a run with ``FLYWHEEL_DISABLE_PLUGINS=logging,prometheus``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 import time
@@ -43,6 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--record-finish", action="store_true")
     args = parser.parse_args(argv)
 
+    if os.environ.get("FLYWHEEL_BENCH_OBSERVE"):  # observers' overhead (issue 9): logging at INFO + Prometheus
+        from flywheel_plugins.log_observer import configure
+        from flywheel_plugins.prometheus import PrometheusObserver
+
+        configure("info", "text")
+        register(PrometheusObserver(), name="bench-prometheus")
     recorder = None
     if args.record_finish:
         recorder = FinishRecorder()

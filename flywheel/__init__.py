@@ -34,7 +34,7 @@ if TYPE_CHECKING:
         ValidationError,
         wrap_db_error,
     )
-    from flywheel.events import ClaimEvent, FinishEvent, JobEvent, RetryEvent
+    from flywheel.events import ClaimEvent, FinishEvent, JobEvent, RetryEvent, SupersedeEvent, SweepEvent
     from flywheel.ids import new_id
     from flywheel.jobs import Cancel, FollowUp, InsertOpts, Job, Permanent, Result, Snooze
     from flywheel.node import HealthConfig, Node, RunnerConfig, SchedulerConfig
@@ -79,7 +79,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "flywheel.errors": ("AlreadyEnqueued", "DatabaseError", "DuplicateKey", "DuplicateKind", "FlywheelError",
                         "ForeignKeyViolation", "JobNotFound", "JobTerminal", "MissingKind", "PeriodicNotFound",
                         "SchemaMissing", "UnknownKind", "ValidationError", "wrap_db_error"),
-    "flywheel.events": ("ClaimEvent", "FinishEvent", "JobEvent", "RetryEvent"),
+    "flywheel.events": ("ClaimEvent", "FinishEvent", "JobEvent", "RetryEvent", "SupersedeEvent", "SweepEvent"),
     "flywheel.ids": ("new_id",),
     "flywheel.jobs": ("Cancel", "FollowUp", "InsertOpts", "Job", "Permanent", "Result", "Snooze"),
     "flywheel.node": ("HealthConfig", "Node", "RunnerConfig", "SchedulerConfig"),
@@ -144,7 +144,7 @@ __all__ = [
     "JobEvent", "JobNotFound", "JobRunView", "JobState", "JobTerminal", "JobView", "JobsOverview", "MissingKind",
     "Node", "PeriodicNotFound", "PeriodicSpec", "PeriodicView", "Permanent", "QueueHealth", "Registry", "Result",
     "RetryEvent", "RunOutcome", "Runner", "RunnerConfig", "Scheduler", "SchedulerConfig", "SchemaMissing", "Snooze",
-    "SystemClock",
+    "SupersedeEvent", "SweepEvent", "SystemClock",
     "UnknownKind", "ValidationError", "Worker",
     "__version__", "cancel_job", "connect", "count_active_jobs", "count_runs", "current_clock",
     "delete_finished_jobs", "delete_periodic", "find_job", "hookimpl", "list_active_by_kind", "list_jobs",

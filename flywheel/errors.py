@@ -7,7 +7,6 @@ import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import peewee
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -114,6 +113,8 @@ _MISSING_TABLE = re.compile(r'no such table: (?:\w+\.)?(jobs|job_runs|job_period
 
 def wrap_db_error(exc: BaseException) -> FlywheelError:
     """Map a driver exception to a flywheel error; flywheel's own errors pass through."""
+    import peewee  # here, not at the top: the CLI's start-up imports this module
+
     inner: BaseException | None = exc
     while isinstance(inner, peewee.PeeweeException):  # peewee's wrapper re-raises errors it takes for a driver's
         inner = getattr(inner, "orig", None)
@@ -143,6 +144,8 @@ def translate_db_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import peewee
+
         try:
             return fn(*args, **kwargs)
         except peewee.PeeweeException as exc:

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import attrs
 
-from flywheel.enums import ErrorClass, RunOutcome
+from flywheel.enums import ErrorClass, JobState, RunOutcome
 
 
 @attrs.frozen(kw_only=True)
@@ -32,10 +32,10 @@ class JobEvent:
 
 @attrs.frozen(kw_only=True)
 class FinishEvent:
-    """An attempt was finalised; ``outcome`` is what was persisted on its run row.
+    """An attempt was finalised and moved its job on; ``outcome`` is what its run row records.
 
-    ``superseded`` is True when the attempt had lost its lease (the sweep, an operator or
-    another claim moved the job on), so its outcome did not change the job.
+    ``state`` is the job's state after this attempt (``discarded`` when it failed for good).
+    An attempt that had lost its lease gets a :class:`SupersedeEvent` instead, never both.
     """
 
     job_id: str
@@ -48,7 +48,7 @@ class FinishEvent:
     error: BaseException | None
     duration: timedelta
     finalize_duration: timedelta
-    superseded: bool = False
+    state: JobState | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -63,3 +63,37 @@ class RetryEvent:
     next_attempt: int
     delay: timedelta
     error_class: ErrorClass
+
+
+@attrs.frozen(kw_only=True)
+class SupersedeEvent:
+    """An attempt ended after losing its lease, so its outcome did not change the job.
+
+    The sweep, an operator (cancel, retry) or a node's release moved the job on while the
+    worker ran; ``outcome`` is what the worker really did (kept on its own run row).
+    Sent instead of :class:`FinishEvent`: every attempt gets exactly one of the two.
+    """
+
+    job_id: str
+    run_id: str
+    kind: str
+    queue: str
+    attempt: int
+    outcome: RunOutcome
+    error_class: ErrorClass | None
+    error: BaseException | None
+    duration: timedelta
+    finalize_duration: timedelta
+
+
+@attrs.frozen(kw_only=True)
+class SweepEvent:
+    """A lease-sweep pass ended: ``reclaimed`` expired leases recovered, ``discarded`` of them for good.
+
+    Sent after every pass, an empty or failed one included (``error`` is then the exception).
+    """
+
+    reclaimed: int
+    discarded: int
+    duration: timedelta
+    error: BaseException | None = None

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from flywheel.config import Config
     from flywheel.driver import Driver
     from flywheel.enums import ErrorClass
-    from flywheel.events import ClaimEvent, FinishEvent, JobEvent, RetryEvent
+    from flywheel.events import ClaimEvent, FinishEvent, JobEvent, RetryEvent, SupersedeEvent, SweepEvent
     from flywheel.jobs import Job
     from flywheel.node import Node, Service
     from flywheel.registry import Registry
@@ -131,10 +131,11 @@ def flywheel_on_start(event: JobEvent) -> None:
 
 @hookspec
 def flywheel_on_finish(event: FinishEvent) -> None:
-    """Observe a finalised attempt (every outcome, superseded ones included).
+    """Observe a finalised attempt that moved its job on (every outcome).
 
-    Called after the finalisation committed, with what was persisted. Raising is logged
-    and skipped.
+    Called after the finalisation committed, with what was persisted. An attempt that had
+    lost its lease gets :func:`flywheel_on_supersede` instead: exactly one of the two per
+    finalised attempt. Raising is logged and skipped.
 
     :param event: a :class:`~flywheel.events.FinishEvent`.
     """
@@ -148,6 +149,29 @@ def flywheel_on_retry(event: RetryEvent) -> None:
     skipped.
 
     :param event: a :class:`~flywheel.events.RetryEvent`.
+    """
+
+
+@hookspec
+def flywheel_on_supersede(event: SupersedeEvent) -> None:
+    """Observe an attempt whose lease was lost before it was finalised.
+
+    Called on the finaliser instead of :func:`flywheel_on_finish` when the job had been
+    moved on (swept, cancelled, retried or released) while the worker ran, so the
+    attempt's outcome did not change it. Raising is logged and skipped.
+
+    :param event: a :class:`~flywheel.events.SupersedeEvent`.
+    """
+
+
+@hookspec
+def flywheel_on_sweep(event: SweepEvent) -> None:
+    """Observe a pass of the lease sweep (:meth:`flywheel.Scheduler.sweep`).
+
+    Called after every pass, one that recovered nothing or failed included. Raising is
+    logged and skipped.
+
+    :param event: a :class:`~flywheel.events.SweepEvent`.
     """
 
 

@@ -28,7 +28,7 @@ from flywheel.driver import ClaimedJob, ClaimRequest
 from flywheel.durations import require_timedelta, to_timedelta
 from flywheel.enums import JobState
 from flywheel.errors import ValidationError
-from flywheel.events import ClaimEvent, FinishEvent, JobEvent, RetryEvent
+from flywheel.events import ClaimEvent, FinishEvent, JobEvent, RetryEvent, SupersedeEvent
 from flywheel.ids import new_id
 from flywheel.leases import Lease, LeaseKeeper
 from flywheel.plugins import emit, has_observers, resolve
@@ -165,6 +165,11 @@ class Runner:
         self.db.driver.interrupt_waits()
         with self._slots:
             self._slots.notify_all()
+
+    @property
+    def running(self) -> bool:
+        """True from the start of ``run`` (or ``run_until_idle``) until it has drained (observe: /readyz)."""
+        return self._running
 
     @property
     def in_flight(self) -> int:
@@ -392,13 +397,21 @@ class Runner:
 
     def _report(self, attempt: Attempt, superseded: bool, finalize_duration: timedelta) -> None:
         claimed, plan = attempt.claimed, attempt.plan
+        # observe: exactly one of on_finish / on_supersede per finalised attempt (issue 9).
+        if superseded:
+            if has_observers(self.pm, "flywheel_on_supersede"):
+                emit(self.pm, "flywheel_on_supersede", event=SupersedeEvent(
+                    job_id=claimed.id, run_id=claimed.run_id, kind=claimed.kind, queue=claimed.queue,
+                    attempt=claimed.attempt, outcome=plan.outcome, error_class=attempt.error_class,
+                    error=attempt.error, duration=attempt.duration, finalize_duration=finalize_duration))
+            return
         if has_observers(self.pm, "flywheel_on_finish"):
             emit(self.pm, "flywheel_on_finish", event=FinishEvent(
                 job_id=claimed.id, run_id=claimed.run_id, kind=claimed.kind, queue=claimed.queue,
                 attempt=claimed.attempt, outcome=plan.outcome, error_class=attempt.error_class,
                 error=attempt.error, duration=attempt.duration, finalize_duration=finalize_duration,
-                superseded=superseded))
-        if not superseded and plan.state is JobState.RETRYABLE and attempt.retry_delay is not None:
+                state=plan.state))
+        if plan.state is JobState.RETRYABLE and attempt.retry_delay is not None:
             emit(self.pm, "flywheel_on_retry", event=RetryEvent(
                 job_id=claimed.id, run_id=claimed.run_id, kind=claimed.kind, queue=claimed.queue,
                 attempt=claimed.attempt, next_attempt=claimed.attempt + 1, delay=attempt.retry_delay,

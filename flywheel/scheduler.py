@@ -26,12 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 from flywheel import clock
 from flywheel.client import build_job_row
-from flywheel.driver import Singleton
+from flywheel.driver import Singleton, SweepResult
 from flywheel.durations import format_duration, require_timedelta
 from flywheel.errors import ValidationError
+from flywheel.events import SweepEvent
 from flywheel.jobs import InsertOpts
 from flywheel.ops import delete_finished_jobs, queue_health
-from flywheel.plugins import resolve
+from flywheel.plugins import emit, has_observers, resolve
 from flywheel.schedules import cadence_of
 from flywheel.serde import normalise_json_payload
 
@@ -110,13 +111,21 @@ class Scheduler:
 
     def sweep(self) -> int:
         """Recover jobs whose lease expired; return how many (re-queued plus discarded)."""
-        result = self.db.driver.sweep(self.db, clock.now())
-        if result.reclaimed or result.discarded:
-            self.log.info("jobs: lease sweep reclaimed %d job(s) and discarded %d crash-looping job(s)",
-                          result.reclaimed, result.discarded,
-                          extra={"action": "lease_sweep", "reclaimed": result.reclaimed,
-                                 "discarded": result.discarded})
+        started = time.monotonic()
+        try:
+            result = self.db.driver.sweep(self.db, clock.now())
+        except Exception as exc:  # observe: a failed pass is observed too (issue 9), then re-raised
+            self._observe_sweep(SweepResult(reclaimed=0, discarded=0), started, exc)
+            raise
+        self._observe_sweep(result, started, None)  # observe: the logging plugin logs a reclaiming pass at INFO
         return result.reclaimed + result.discarded
+
+    def _observe_sweep(self, result: SweepResult, started: float, error: Exception | None) -> None:
+        """observe: send ``flywheel_on_sweep`` (issue 9)."""
+        if has_observers(self.pm, "flywheel_on_sweep"):
+            emit(self.pm, "flywheel_on_sweep", event=SweepEvent(
+                reclaimed=result.reclaimed + result.discarded, discarded=result.discarded,
+                duration=timedelta(seconds=time.monotonic() - started), error=error))
 
     def prune_retention(self) -> int:
         """Delete finished jobs older than ``retention`` (none when it is unset); return how many."""

@@ -189,7 +189,8 @@ class ServicesPlugin:
 def test_services_start_in_order_and_stop_in_reverse(db: flywheel.Database, registry: flywheel.Registry) -> None:
     events: list[str] = []
     plugin = ServicesPlugin(Recorder("a", events), Recorder("b", events))
-    pm = make_plugin_manager(plugins=[plugin])
+    # the built-in health and prometheus services would join the list: only this plugin's here
+    pm = make_plugin_manager(plugins=[plugin], disabled=["health", "prometheus"])
     node = Node(db, registry, runners=[RunnerConfig(**FAST)], scheduler=None, pm=pm,
                 health=HealthConfig(addr="127.0.0.1:0"))
     thread, errors = run_in_thread(node)
