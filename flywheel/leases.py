@@ -48,6 +48,8 @@ class Lease:
     returned: bool = False
     #: handed back to the queue (drain or timeout): whatever the worker returns is dropped
     released: bool = False
+    #: ``time.monotonic()`` when the lease was last known held (claimed or renewed)
+    renewed: float = attrs.field(factory=time.monotonic)
 
     @property
     def key(self) -> str:
@@ -174,8 +176,11 @@ class LeaseKeeper:
             self.db.driver.reset_connection(self.db)
             return
         self._failures = 0
+        renewed = time.monotonic()
         with self.lock:
             for lease in leases:
+                if (lease.job_id, lease.token) in held:
+                    lease.renewed = renewed
                 if (lease.job_id, lease.token) in held or not lease.renew:
                     continue
                 lease.renew = False

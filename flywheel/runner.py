@@ -438,16 +438,19 @@ class Runner:
         raise AssertionError("unreachable")
 
     def _persist_stubborn(self, attempt: Attempt) -> tuple[Attempt, Any] | None:
-        """A finalisation failing transiently (database busy or away): retry for up to a lease."""
-        give_up = time.monotonic() + self.lease.total_seconds()
-        delay = 0.2
+        """A finalisation failing transiently (database busy or away): retry while its lease holds.
+
+        The lease keeper renews it meanwhile; once a renewal finds it gone, or none has
+        succeeded for a lease (it expired), the sweep owns the job and this gives up.
+        """
+        lease, delay = attempt.lease, 0.2
         while True:
             try:
                 return attempt, self.db.driver.finalize(self.db, [attempt.plan])[0]
             except Exception as exc:
                 if not self.db.driver.is_transient(exc):
                     return self._persist_unstorable(attempt, exc)
-                if time.monotonic() >= give_up:
+                if lease.lost or time.monotonic() - lease.renewed >= self.lease.total_seconds():
                     self.log.error("jobs: finalize of job %s failed; the sweep will recover it: %s",
                                    attempt.claimed.id, one_line(exc))
                     return None
