@@ -65,6 +65,10 @@ class LeaseKeeper:
         self.interval = max(interval.total_seconds(), 0.01)
         self._leases: dict[str, Lease] = {}
         self.lock = threading.Lock()
+        #: held around every renewal and every finalisation of this runner: a renewal and a
+        #: commit updating the same rows in different orders would deadlock (PostgreSQL
+        #: detects it only after ``deadlock_timeout``, long enough for short leases to lapse)
+        self.write_lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -158,17 +162,18 @@ class LeaseKeeper:
                     lease.cancelled.set()
 
     def _renew(self) -> None:
-        with self.lock:
-            leases = [lease for lease in self._leases.values() if lease.renew]
-        if not leases:
-            return
-        now = clock.now()
         held: set[tuple[str, str]] = set()
         try:
-            for batch in distinct_jobs(leases, lambda lease: lease.job_id):
-                ids = self.db.driver.renew_leases(self.db, [(lease.job_id, lease.token) for lease in batch],
-                                                  now + self.lease, now)
-                held.update((lease.job_id, lease.token) for lease in batch if lease.job_id in ids)
+            with self.write_lock:  # taken first: a lease committed meanwhile is forgotten, not renewed
+                with self.lock:
+                    leases = [lease for lease in self._leases.values() if lease.renew]
+                if not leases:
+                    return
+                now, renewed = clock.now(), time.monotonic()
+                for batch in distinct_jobs(leases, lambda lease: lease.job_id):
+                    ids = self.db.driver.renew_leases(self.db, [(lease.job_id, lease.token) for lease in batch],
+                                                      now + self.lease, now)
+                    held.update((lease.job_id, lease.token) for lease in batch if lease.job_id in ids)
         except Exception as exc:  # the database is busy or away: keep the leases, try next tick
             self._failures += 1
             if self._failures in (1, 10) or self._failures % 100 == 0:
@@ -176,7 +181,6 @@ class LeaseKeeper:
             self.db.driver.reset_connection(self.db)
             return
         self._failures = 0
-        renewed = time.monotonic()
         with self.lock:
             for lease in leases:
                 if (lease.job_id, lease.token) in held:

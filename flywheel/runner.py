@@ -429,7 +429,11 @@ class Runner:
         """One driver finalisation, retried a few times (short pauses) on transient errors."""
         for attempt in range(tries):
             try:
-                return list(self.db.driver.finalize(self.db, [a.plan for a in attempts]))
+                with self.leases.write_lock:  # no renewal runs meanwhile; committed leases are not renewed
+                    results = list(self.db.driver.finalize(self.db, [a.plan for a in attempts]))
+                    for committed in attempts:
+                        self.leases.forget(committed.lease)
+                    return results
             except Exception as exc:
                 if not self.db.driver.is_transient(exc) or attempt == tries - 1:
                     raise
@@ -446,7 +450,7 @@ class Runner:
         lease, delay = attempt.lease, 0.2
         while True:
             try:
-                return attempt, self.db.driver.finalize(self.db, [attempt.plan])[0]
+                return attempt, self._commit([attempt], tries=1)[0]
             except Exception as exc:
                 if not self.db.driver.is_transient(exc):
                     return self._persist_unstorable(attempt, exc)

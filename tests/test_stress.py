@@ -3,7 +3,8 @@
 Two runners drain the queue while a thread calls ``retry_job`` on random running jobs and
 the sweep runs every 100 ms; some workers run for several lease lengths, so only their
 heartbeat keeps them from being reclaimed. Afterwards no two runs of one job overlap and
-every job has exactly one success.
+every job has exactly one success; the sweep reclaimed nothing (heartbeats held every
+lease), so each job has one run plus one per retry.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import random
 import threading
 import time
 from collections import defaultdict
+from datetime import timedelta
 from typing import Any, ClassVar
 
 import attrs
@@ -20,7 +22,7 @@ import flywheel
 from tests.test_attempt_identity import LEASE_S, assert_no_overlap, running, sweeping
 
 JOBS = 2000
-LONG_EVERY = 100  # one job in a hundred runs for 2.5 leases
+LONG_EVERY = 100  # one job in a hundred runs for four leases
 RETRIES = 150
 
 
@@ -52,25 +54,31 @@ def test_stress_retries_and_long_workers_never_overlap_and_every_job_succeeds_on
     @registry.worker("stress")
     def work(job: flywheel.Job[Stress]) -> flywheel.Result:
         if job.args.long:
-            time.sleep(2.5 * LEASE_S)  # the heartbeat must hold the lease
+            time.sleep(4 * LEASE_S)  # the heartbeat must hold the lease
         elif job.args.n % 7 == 0:
             time.sleep(0.01)
         return flywheel.Result(output=job.attempt)
 
     client = flywheel.Client(db)
     ids = client.insert_many([Stress(n=n, long=n % LONG_EVERY == 0) for n in range(JOBS)])
+    long_ids = {job_id for n, job_id in enumerate(ids) if n % LONG_EVERY == 0}
     stop_retrying = threading.Event()
     retried: list[str] = []
 
     def retry_random_running() -> None:  # each job at most once, or the long ones would never end
-        Job = db.Job
+        Job, Run = db.Job, db.JobRun
         while not stop_retrying.wait(0.02) and len(retried) < RETRIES:
             running_ids = [r[0] for r in Job.select(Job.id).where(Job.state == "running").tuples()
                            if r[0] not in retried]
+            if rng.random() < 0.5:  # a long job well into its run: the retried attempt outlives its successor's start
+                since = flywheel.clock.now() - timedelta(seconds=1.5 * LEASE_S)
+                running_ids = [r[0] for r in Run.select(Run.job_id).where(
+                    Run.outcome == "started", Run.started_at < since).tuples()
+                    if r[0] in long_ids and r[0] not in retried]
             if running_ids and _retry_if_running(db, job_id := rng.choice(running_ids)):
                 retried.append(job_id)
 
-    runners = [flywheel.Runner(db, registry, concurrency=8, lease=LEASE_S, poll_interval=0.02) for _ in range(2)]
+    runners = [flywheel.Runner(db, registry, concurrency=16, lease=LEASE_S, poll_interval=0.02) for _ in range(2)]
     started = time.monotonic()
     retrier = threading.Thread(target=retry_random_running, daemon=True)
     with running(runners[0]), running(runners[1]), sweeping(db):
@@ -95,5 +103,9 @@ def test_stress_retries_and_long_workers_never_overlap_and_every_job_succeeds_on
         assert states[job_id] == "succeeded", (job_id, states[job_id], runs[job_id])
         assert sum(r["outcome"] == "success" for r in runs[job_id]) == 1, runs[job_id]
         assert_no_overlap(runs[job_id])
-    for job_id in set(retried):
-        assert len(runs[job_id]) >= 2
+    # Heartbeats held every lease: the sweep reclaimed nothing, each retry cost one run.
+    swept = [r for rows in runs.values() for r in rows if "lease expired" in (r["error_message"] or "")]
+    assert swept == []
+    for job_id in ids:
+        assert len(runs[job_id]) == 1 + (job_id in retried), runs[job_id]
+    assert set(retried) & long_ids, "no long job was retried while it ran"
