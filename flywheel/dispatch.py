@@ -122,15 +122,32 @@ def _call(runner: Runner, entry: Registered, job: Job[Any], deadline: datetime |
         else:
             seconds = None if deadline is None else max(0.0, (deadline - clock.now()).total_seconds())
             outcome = runner.event_loop().run(_with_timeout(entry.worker.work(job), seconds, job.request_id))
+            if isinstance(outcome, _Exited):
+                raise outcome.error
     if outcome is not None and not isinstance(outcome, Result):
         raise TypeError(f"work() must return a flywheel.Result or None, not {type(outcome).__name__}")
     return outcome
 
 
+@attrs.frozen
+class _Exited:
+    """A ``SystemExit`` raised by an async worker, carried out of the event loop as a value."""
+
+    error: SystemExit
+
+
+async def _catch_exit(coro: Any) -> Any:
+    # A task raising SystemExit stops the loop running it (every later async job would hang).
+    try:
+        return await coro
+    except SystemExit as exc:
+        return _Exited(exc)
+
+
 async def _with_timeout(coro: Any, seconds: float | None, request_id: str | None) -> Any:
     with request_id_scope(request_id):
         try:
-            return await asyncio.wait_for(coro, seconds)
+            return await asyncio.wait_for(_catch_exit(coro), seconds)
         except TimeoutError as exc:
             raise JobTimeout(f"async job cancelled after its {seconds:.3f}s timeout") from exc
 

@@ -321,7 +321,8 @@ def test_defect_4_run_until_idle_timeout_bounds_a_worker_that_never_returns(
 
 def test_defect_10_system_exit_in_a_worker_is_finalised_as_an_error(db: flywheel.Database,
                                                                     registry: flywheel.Registry) -> None:
-    """``sys.exit()`` in a worker ends that attempt as an error at once (no lease waited out)."""
+    """``sys.exit()`` in a worker, sync or async, ends that attempt as an error at once
+    (no lease waited out, and the runner's event loop survives it)."""
 
     @registry.worker("exits")
     def exits(job: flywheel.Job[Any]) -> flywheel.Result:
@@ -329,13 +330,21 @@ def test_defect_10_system_exit_in_a_worker_is_finalised_as_an_error(db: flywheel
             raise SystemExit(3)
         return flywheel.Result(output="second")
 
-    job_id = flywheel.Client(db).enqueue("exits", {})
+    @registry.worker("exits_async")
+    async def exits_async(job: flywheel.Job[Any]) -> flywheel.Result:
+        if job.attempt == 1:
+            raise SystemExit(4)
+        return flywheel.Result(output="second")
+
+    client = flywheel.Client(db)
+    sync_id, async_id = client.enqueue("exits", {}), client.enqueue("exits_async", {})
     runner = flywheel.Runner(db, registry, lease=30, poll_interval=0.02, retry_backoff_base=0.01)
-    assert runner.run_until_idle(timeout=15) == 2
-    runs = run_rows(db, job_id)
-    assert [(r["attempt"], r["outcome"], r["error_message"]) for r in runs] == [
-        (1, "error", "SystemExit: 3"), (2, "success", None)]
-    assert job_row(db, job_id)["state"] == "succeeded"
+    assert runner.run_until_idle(timeout=15) == 4
+    for job_id, code in ((sync_id, 3), (async_id, 4)):
+        runs = run_rows(db, job_id)
+        assert [(r["attempt"], r["outcome"], r["error_message"]) for r in runs] == [
+            (1, "error", f"SystemExit: {code}"), (2, "success", None)]
+        assert job_row(db, job_id)["state"] == "succeeded"
 
 
 @pytest.mark.parametrize(("options", "field"), [
