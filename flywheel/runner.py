@@ -208,7 +208,8 @@ class Runner:
             self._executing -= len(running)
             self._slots.notify_all()
         pairs = [(lease.job_id, lease.token) for lease in running]
-        return self.db.driver.release_leases(self.db, pairs, clock.now())
+        with self.leases.write_lock:  # not while a renewal locks the same rows
+            return self.db.driver.release_leases(self.db, pairs, clock.now())
 
     def event_loop(self) -> _EventLoop:
         """The runner's event loop for ``async def`` workers, started on first use."""
