@@ -27,14 +27,15 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from flywheel import clock
-from flywheel.dispatch import Attempt, execute, unstorable
+from flywheel.dispatch import Attempt, execute
+from flywheel.finalize import persist
 from flywheel.driver import ClaimedJob, ClaimRequest
 from flywheel.durations import require_timedelta, to_timedelta
 from flywheel.enums import JobState
 from flywheel.errors import ValidationError
 from flywheel.events import ClaimEvent, FinishEvent, JobEvent, RetryEvent
 from flywheel.ids import new_id
-from flywheel.leases import Lease, LeaseKeeper, distinct_jobs
+from flywheel.leases import Lease, LeaseKeeper
 from flywheel.plugins import emit, has_observers, resolve
 
 if TYPE_CHECKING:
@@ -45,8 +46,6 @@ if TYPE_CHECKING:
 
 FINALIZE_GROUP = 64
 MAX_POLL_BACKOFF = timedelta(seconds=30)
-#: tries of one finalisation (group or single plan) on transient errors before moving on
-FINALIZE_TRIES = 4
 #: at most this long (or one lease) to commit attempts that returned before a deadline
 FINALIZE_GRACE = timedelta(seconds=5)
 
@@ -385,96 +384,13 @@ class Runner:
         # The group's leases are renewed until its commit: a slow or retried commit
         # must not let the sweep hand finished work to another runner.
         started = time.monotonic()
-        results = self._persist(group)
+        results = persist(self, group)
         elapsed = timedelta(seconds=time.monotonic() - started)
         for attempt, result in zip(group, results, strict=True):
             if result is not None:
                 final, outcome = result
                 self._report(final, outcome.superseded, elapsed)
             self._release(attempt.lease)
-
-    def _persist(self, group: list[Attempt]) -> list[tuple[Attempt, Any] | None]:
-        """Commit the group; what fails is retried alone, after the rest committed.
-
-        Each driver call names a job once (two attempts of one job commit in turn). A plan
-        failing for a reason that is not transient is recorded as an ``error`` attempt
-        (:func:`~flywheel.dispatch.unstorable`); one failing transiently is retried
-        stubbornly, last, so it holds up no other plan of the group.
-        """
-        results: dict[int, tuple[Attempt, Any] | None] = {}
-        failed: list[tuple[int, BaseException]] = []
-        for batch in distinct_jobs(list(range(len(group))), lambda i: group[i].claimed.id):
-            try:
-                committed = self._commit([group[i] for i in batch])
-            except Exception as exc:
-                failed += [(i, exc) for i in batch]
-                continue
-            results.update((i, (group[i], result)) for i, result in zip(batch, committed, strict=True))
-        stubborn: list[int] = []
-        for i, exc in failed:
-            if len(failed) > 1:  # alone now: the others' plans do not hold it up
-                try:
-                    results[i] = (group[i], self._commit([group[i]])[0])
-                    continue
-                except Exception as again:
-                    exc = again
-            if self.db.driver.is_transient(exc):
-                stubborn.append(i)
-            else:
-                results[i] = self._persist_unstorable(group[i], exc)
-        for i in stubborn:
-            results[i] = self._persist_stubborn(group[i])
-        return [results.get(i) for i in range(len(group))]
-
-    def _commit(self, attempts: list[Attempt], tries: int = FINALIZE_TRIES) -> list[Any]:
-        """One driver finalisation, retried a few times (short pauses) on transient errors."""
-        for attempt in range(tries):
-            try:
-                with self.leases.write_lock:  # no renewal runs meanwhile; committed leases are not renewed
-                    results = list(self.db.driver.finalize(self.db, [a.plan for a in attempts]))
-                    for committed in attempts:
-                        self.leases.forget(committed.lease)
-                    return results
-            except Exception as exc:
-                if not self.db.driver.is_transient(exc) or attempt == tries - 1:
-                    raise
-                self.db.driver.reset_connection(self.db)
-                time.sleep(min(1.0, 0.05 * 2**attempt))
-        raise AssertionError("unreachable")
-
-    def _persist_stubborn(self, attempt: Attempt) -> tuple[Attempt, Any] | None:
-        """A finalisation failing transiently (database busy or away): retry while its lease holds.
-
-        The lease keeper renews it meanwhile; once a renewal finds it gone, or none has
-        succeeded for a lease (it expired), the sweep owns the job and this gives up.
-        """
-        lease, delay = attempt.lease, 0.2
-        while True:
-            try:
-                return attempt, self._commit([attempt], tries=1)[0]
-            except Exception as exc:
-                if not self.db.driver.is_transient(exc):
-                    return self._persist_unstorable(attempt, exc)
-                if lease.lost or time.monotonic() - lease.renewed >= self.lease.total_seconds():
-                    self.log.error("jobs: finalize of job %s failed; the sweep will recover it: %s",
-                                   attempt.claimed.id, one_line(exc))
-                    return None
-                self.db.driver.reset_connection(self.db)
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
-
-    def _persist_unstorable(self, attempt: Attempt, failure: BaseException) -> tuple[Attempt, Any] | None:
-        """Record an attempt the database refuses as an ``error`` naming the refusal."""
-        self.log.error("jobs: the outcome of job %s (run %s) cannot be stored; recording an error instead: %s",
-                       attempt.claimed.id, attempt.claimed.run_id, one_line(failure))
-        self.db.driver.reset_connection(self.db)
-        fallback = unstorable(attempt, failure)
-        try:
-            return fallback, self._commit([fallback])[0]
-        except Exception as exc:
-            self.log.error("jobs: recording the error of job %s failed too; the sweep will recover it: %s",
-                           attempt.claimed.id, one_line(exc))
-            return None
 
     def _report(self, attempt: Attempt, superseded: bool, finalize_duration: timedelta) -> None:
         claimed, plan = attempt.claimed, attempt.plan
