@@ -106,6 +106,11 @@ class LeaseKeeper:
         with self.lock:
             return list(self._leases.values())
 
+    def held(self) -> list[Lease]:
+        """The tracked leases still being renewed."""
+        with self.lock:
+            return [lease for lease in self._leases.values() if lease.renew]
+
     def take_running(self) -> list[Lease]:
         """Mark every attempt whose worker is still running as released and return them.
 
