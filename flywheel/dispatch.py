@@ -22,7 +22,7 @@ from flywheel.client import build_job_row, kind_of
 from flywheel.context import request_id_scope
 from flywheel.driver import ClaimedJob, FinalizePlan
 from flywheel.durations import to_timedelta
-from flywheel.enums import ErrorClass
+from flywheel.enums import ErrorClass, JobState, RunOutcome
 from flywheel.errors import FlywheelError, UnknownKind, ValidationError
 from flywheel.jobs import Cancel, FollowUp, InsertOpts, Job, Permanent, Result, Snooze
 from flywheel.plugins import classify_error, emit
@@ -48,6 +48,7 @@ class Attempt:
 
     claimed: ClaimedJob
     plan: FinalizePlan
+    lease: Lease
     error_class: ErrorClass | None
     error: BaseException | None
     retry_delay: timedelta | None
@@ -67,13 +68,13 @@ def execute(runner: Runner, claimed: ClaimedJob, lease: Lease) -> Attempt:
         deadline = _deadline(runner, entry, job, claimed)
         if deadline is not None:
             job = attrs.evolve(job, deadline=deadline)
-            runner.leases.set_deadline(claimed.id, deadline)
+            runner.leases.set_deadline(lease, deadline)
         emit(runner.pm, "flywheel_on_start", event=runner.job_event(claimed))
         result = _call(runner, entry, job, deadline)
     except BaseException as exc:  # noqa: BLE001 - every failure of a worker is an attempt outcome
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        if isinstance(exc, KeyboardInterrupt):
             raise
-        error = exc
+        error = exc  # SystemExit too: a worker calling sys.exit() ends its attempt, not the runner
     finished_at = clock.now()
     if error is None and lease.timed_out:
         error = JobTimeout(f"job ran past its timeout (deadline {lease.deadline})")
@@ -122,15 +123,32 @@ def _call(runner: Runner, entry: Registered, job: Job[Any], deadline: datetime |
         else:
             seconds = None if deadline is None else max(0.0, (deadline - clock.now()).total_seconds())
             outcome = runner.event_loop().run(_with_timeout(entry.worker.work(job), seconds, job.request_id))
+            if isinstance(outcome, _Exited):
+                raise outcome.error
     if outcome is not None and not isinstance(outcome, Result):
         raise TypeError(f"work() must return a flywheel.Result or None, not {type(outcome).__name__}")
     return outcome
 
 
+@attrs.frozen
+class _Exited:
+    """A ``SystemExit`` raised by an async worker, carried out of the event loop as a value."""
+
+    error: SystemExit
+
+
+async def _catch_exit(coro: Any) -> Any:
+    # A task raising SystemExit stops the loop running it (every later async job would hang).
+    try:
+        return await coro
+    except SystemExit as exc:
+        return _Exited(exc)
+
+
 async def _with_timeout(coro: Any, seconds: float | None, request_id: str | None) -> Any:
     with request_id_scope(request_id):
         try:
-            return await asyncio.wait_for(coro, seconds)
+            return await asyncio.wait_for(_catch_exit(coro), seconds)
         except TimeoutError as exc:
             raise JobTimeout(f"async job cancelled after its {seconds:.3f}s timeout") from exc
 
@@ -199,9 +217,34 @@ def _plan(runner: Runner, claimed: ClaimedJob, job: Job[Any] | None, result: Res
         output_json=output_json, cost_micros=0 if result is None else int(result.cost_micros),
         follow_ups=follow_ups if transition.state.value == "succeeded" and follow_ups else (),
     )
-    return Attempt(claimed=claimed, plan=plan, error_class=error_class, error=failure,
+    return Attempt(claimed=claimed, plan=plan, lease=lease, error_class=error_class, error=failure,
                    retry_delay=retry_delay if transition.state.value == "retryable" else None,
                    duration=timedelta(seconds=time.monotonic() - started), started=started)
+
+
+def unstorable(attempt: Attempt, failure: BaseException) -> Attempt:
+    """The attempt recorded as an ``error`` because its outcome could not be persisted.
+
+    A plan the database refuses for a reason that is not transient would be refused
+    forever; this one carries no output, no follow-ups and the refusal as its message.
+    A retry stays a retry; any other outcome discards the job (its real outcome is lost,
+    and running it again would hit the same wall).
+    """
+    plan = attempt.plan
+    text = f"jobs: the attempt's {plan.outcome.value} outcome could not be stored: {error_text(failure)}"
+    text = text.replace("\x00", "\\0").encode("utf-8", "replace").decode("utf-8")[:ERROR_MESSAGE_LIMIT]
+    if plan.state is JobState.RETRYABLE:
+        transition = transitions.Transition(state=plan.state, outcome=RunOutcome.ERROR,
+                                            scheduled_at=plan.scheduled_at)
+        error_class = plan.error_class
+    else:
+        transition = transitions.failed(plan.finished_at, attempt=attempt.claimed.attempt, max_attempts=0,
+                                        error_class=ErrorClass.PERMANENT, retry_delay=timedelta(0))
+        error_class = ErrorClass.PERMANENT.value
+    plan = attrs.evolve(plan, state=transition.state, scheduled_at=transition.scheduled_at,
+                        finalized_at=transition.finalized_at, bump_max_attempts=False, outcome=RunOutcome.ERROR,
+                        error_class=error_class, error_message=text, output_json=None, follow_ups=())
+    return attrs.evolve(attempt, plan=plan, error_class=ErrorClass(error_class), error=failure, retry_delay=None)
 
 
 def _retry_delay(runner: Runner, entry: Registered | None, job: Job[Any] | None, claimed: ClaimedJob,

@@ -12,7 +12,9 @@ is on the main thread), the node drains:
 4. jobs still running are released: their leases are dropped and their ``started`` runs
    marked ``crashed``, so another node can claim them at once instead of waiting for the
    lease to expire. Their threads cannot be interrupted (Python cannot stop a thread);
-   whatever they return is fenced, and they do not hold up interpreter exit.
+   whatever they return is dropped, and they do not hold up interpreter exit. Attempts
+   whose worker had returned by then are not released: their finalisation is committed
+   first (given up to a lease, at most ``FINALIZE_GRACE``), so finished work is kept.
 
 A second signal exits the process at once (``os._exit(1)``). A component that fails (a
 runner or the scheduler raising, a service failing to start) tears the node down the
@@ -36,6 +38,7 @@ from flywheel.durations import to_timedelta
 from flywheel.errors import ValidationError
 from flywheel.node_config import HealthConfig, RunnerConfig, SchedulerConfig
 from flywheel.plugins import plugin_services, resolve
+from flywheel.runner import FINALIZE_GRACE
 
 if TYPE_CHECKING:
     import pluggy
@@ -226,7 +229,11 @@ class Node:
         self._release_stuck()
 
     def _release_stuck(self) -> None:
-        """Hand jobs still running after the drain deadline back to the queue at once."""
+        """Hand jobs still running after the drain deadline back to the queue at once.
+
+        Attempts that already returned are committed instead (each runner's finaliser
+        still runs), waited for up to a lease (at most ``FINALIZE_GRACE``).
+        """
         for index, runner in enumerate(self.runners):
             if not runner.in_flight:
                 continue
@@ -236,6 +243,9 @@ class Node:
                 self.log.exception("flywheel: releasing runner[%d]'s jobs failed; the sweep will recover them",
                                    index)
                 released = 0
+            if not runner.wait_idle(min(FINALIZE_GRACE, runner.lease).total_seconds()):
+                self.log.warning("flywheel: runner[%d]'s finished jobs are not committed yet; the sweep will "
+                                 "recover them", index)
             self.log.warning(
                 "flywheel: node drain timed out with jobs still in flight; released %d for another node", released,
                 extra={"action": "node_drain_timeout", "runner": index, "in_flight": runner.in_flight,

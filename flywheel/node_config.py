@@ -3,7 +3,9 @@
 ``RunnerConfig`` and ``SchedulerConfig`` take exactly the keyword arguments of
 :class:`~flywheel.runner.Runner` and :class:`~flywheel.scheduler.Scheduler` (minus ``db``
 and ``registry``), with the same defaults; durations are normalised to ``timedelta`` (a
-number is seconds). Validation beyond that happens when the node builds its components.
+number is seconds). A ``RunnerConfig`` rejects impossible timings at once (a heartbeat
+no shorter than the lease, a poll interval that is not positive); validation beyond that
+happens when the node builds its components.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from flywheel.durations import to_timedelta
-from flywheel.runner import MAX_POLL_BACKOFF, Runner
+from flywheel.runner import MAX_POLL_BACKOFF, Runner, check_timing
 from flywheel.scheduler import DEFAULT_BACKFILL_CAP, Scheduler
 
 if TYPE_CHECKING:
@@ -55,6 +57,10 @@ class RunnerConfig:
     max_poll_backoff: timedelta = attrs.field(default=MAX_POLL_BACKOFF, converter=_duration("max_poll_backoff"))
     logger: logging.Logger | None = None
     pm: pluggy.PluginManager | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.lease is not None and self.poll_interval is not None:
+            check_timing(self.lease, self.poll_interval, self.heartbeat_interval)
 
     def build(self, db: Database, registry: Registry, *, pm: pluggy.PluginManager | None = None) -> Runner:
         """A runner with these settings (``pm`` fills in an unset ``pm``)."""

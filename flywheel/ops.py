@@ -179,9 +179,11 @@ def cancel_job(db: Database, job_id: str) -> JobView:
 def retry_job(db: Database, job_id: str) -> JobView:
     """Make a job claimable now with at least one attempt left, whatever its state.
 
-    A running attempt loses its claim (its outcome is fenced). ``JobNotFound`` when there is none.
+    A running attempt loses its claim (its outcome is fenced) and its run is closed now as
+    ``crashed``, so the attempt that replaces it never overlaps it and a job keeps one
+    success at most. ``JobNotFound`` when there is none.
     """
-    Job = db.Job
+    Job, Run = db.Job, db.JobRun
     now = clock.now()
     with db.atomic():
         changed = Job.update(
@@ -191,6 +193,9 @@ def retry_job(db: Database, job_id: str) -> JobView:
         ).where(Job.id == job_id, Job.deleted_at.is_null()).execute()
         if not changed:
             raise JobNotFound(job_id)
+        Run.update(outcome=RunOutcome.CRASHED.value, finished_at=now,
+                   error_message="jobs: the job was retried while this attempt ran; its outcome is fenced").where(
+            Run.job_id == job_id, Run.outcome == RunOutcome.STARTED.value).execute()
         db.driver.notify(db, {Job.get_by_id(job_id).queue})
     return find_job(db, job_id)
 

@@ -5,6 +5,10 @@ threads, one finaliser that commits finished attempts in small groups, one lease
 and an event loop thread for ``async def`` workers (started on first use). Worker
 threads never touch the database for bookkeeping, so a runner needs three connections
 whatever its concurrency. A slot is freed when its own job's finalisation commits.
+
+All in-process bookkeeping (lease, deadline, cancel flag, release) belongs to the attempt
+(:class:`~flywheel.leases.Lease`, keyed by run id), never to the job id: one runner may
+hold a fenced attempt and a live attempt of the same job at once.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from flywheel import clock
 from flywheel.dispatch import Attempt, execute
+from flywheel.finalize import persist
 from flywheel.driver import ClaimedJob, ClaimRequest
 from flywheel.durations import require_timedelta, to_timedelta
 from flywheel.enums import JobState
@@ -41,6 +46,8 @@ if TYPE_CHECKING:
 
 FINALIZE_GROUP = 64
 MAX_POLL_BACKOFF = timedelta(seconds=30)
+#: at most this long (or one lease) to commit attempts that returned before a deadline
+FINALIZE_GRACE = timedelta(seconds=5)
 
 
 class Runner:
@@ -79,15 +86,15 @@ class Runner:
         self.executor_class = executor_class or ""
         self.claim_any_class = claim_any_class
         self.lease = require_timedelta(lease, field="lease")
-        if self.lease.total_seconds() <= 0:
-            raise ValidationError("lease", "must be positive")
         self.poll_interval = require_timedelta(poll_interval, field="poll_interval")
+        interval = to_timedelta(heartbeat_interval, field="heartbeat_interval")
+        interval = self.lease / 3 if interval is None else interval
+        check_timing(self.lease, self.poll_interval, interval)
         self.retry_backoff_base = require_timedelta(retry_backoff_base, field="retry_backoff_base")
         self.max_retry_backoff = require_timedelta(max_retry_backoff, field="max_retry_backoff")
         self.default_timeout = to_timedelta(default_timeout, field="default_timeout")
         self.max_poll_backoff = max(require_timedelta(max_poll_backoff, field="max_poll_backoff"),
                                     2 * self.poll_interval)
-        interval = to_timedelta(heartbeat_interval, field="heartbeat_interval") or self.lease / 3
         self.log = logger or logging.getLogger("flywheel.runner")
         self.executor_id = f"{socket.gethostname() or 'unknown'}:{os.getpid()}"
         self.leases = LeaseKeeper(db, self.lease, interval)
@@ -97,7 +104,7 @@ class Runner:
         self._executing = 0  # running a worker: at most ``concurrency``
         self._spare_run_ids: list[str] = []
         self._runs_written = 0
-        self._finished: queue.SimpleQueue[Attempt | None] = queue.SimpleQueue()
+        self._finished: queue.SimpleQueue[Attempt | None] = queue.SimpleQueue()  # a new one per start
         self._pool: _WorkerPool | None = None
         self._finalizer: threading.Thread | None = None
         self._loop: _EventLoop | None = None
@@ -125,8 +132,10 @@ class Runner:
     def run_until_idle(self, timeout: timedelta | float | None = None) -> int:
         """Run until no job of this runner's queues is left non-terminal; return the run rows written.
 
-        Retry and snooze delays are waited out. With ``timeout`` it raises ``TimeoutError``
-        when work remains after that long.
+        Retry and snooze delays are waited out. With ``timeout`` every wait is bounded by
+        one deadline: when it passes, attempts whose worker still runs are released (their
+        jobs go back to the queue with a ``crashed`` run), attempts that already returned
+        get a short grace to commit, and ``TimeoutError`` is raised.
         """
         limit = to_timedelta(timeout, field="timeout")
         deadline = None if limit is None else time.monotonic() + limit.total_seconds()
@@ -135,12 +144,12 @@ class Runner:
         before = self._runs_written
         try:
             while not self._stop.is_set():
-                if deadline is not None and time.monotonic() >= deadline:
+                if _remaining(deadline) == 0:
                     raise TimeoutError(f"run_until_idle: work remains in {list(self.queues)} after {limit}")
-                if self._step(stop, idle_check=True):
+                if self._step(stop, idle_check=True, deadline=deadline):
                     break
         finally:
-            self._shutdown()
+            self._shutdown(deadline)
         return self._runs_written - before
 
     def run_available(self) -> int:
@@ -189,15 +198,22 @@ class Runner:
         return True
 
     def release_in_flight(self) -> int:
-        """Hand the jobs still running back to the queue at once (their results will be fenced)."""
-        leases = self.leases.held() + [lease for lease in self._all_leases() if not lease.renew]
-        pairs = list({(lease.job_id, lease.token) for lease in leases})
-        for lease in leases:
-            lease.renew = False
-            lease.cancelled.set()
-        if not pairs:
+        """Hand the attempts whose worker still runs back to the queue at once; return how many.
+
+        Meant for a runner that stopped claiming (a node past its drain deadline). Attempts
+        whose worker already returned are not released: the finaliser commits them (wait
+        with :meth:`wait_idle`). What a released worker returns later is dropped.
+        """
+        running = self.leases.take_running()
+        if not running:
             return 0
-        return self.db.driver.release_leases(self.db, pairs, clock.now())
+        with self._slots:
+            self._inflight -= len(running)
+            self._executing -= len(running)
+            self._slots.notify_all()
+        pairs = [(lease.job_id, lease.token) for lease in running]
+        with self.leases.write_lock:  # not while a renewal locks the same rows
+            return self.db.driver.release_leases(self.db, pairs, clock.now())
 
     def event_loop(self) -> _EventLoop:
         """The runner's event loop for ``async def`` workers, started on first use."""
@@ -209,15 +225,19 @@ class Runner:
 
     # -- the claim loop ----------------------------------------------------------
 
-    def _step(self, stop: threading.Event, *, idle_check: bool = False, until_empty: bool = False) -> bool:
-        """One pass of the claim loop; True when ``idle_check``/``until_empty`` finds nothing left."""
-        free = self._wait_for_slot(stop)
+    def _step(self, stop: threading.Event, *, idle_check: bool = False, until_empty: bool = False,
+              deadline: float | None = None) -> bool:
+        """One pass of the claim loop; True when ``idle_check``/``until_empty`` finds nothing left.
+
+        No wait in it outlasts ``deadline`` (a ``time.monotonic()`` instant).
+        """
+        free = self._wait_for_slot(stop, deadline)
         if free == 0:
             return False
         try:
             claimed = self._claim(free)
         except Exception as exc:
-            self._poll_failed(exc, stop)
+            self._poll_failed(exc, stop, deadline)
             return False
         self._poll_recovered()
         if claimed:
@@ -230,16 +250,19 @@ class Runner:
         if not idle_check:
             self.db.driver.wait_for_work(self.db, self.queues, self.poll_interval.total_seconds())
             return False
-        return self._idle_or_wait()
+        return self._idle_or_wait(deadline)
 
-    def _wait_for_slot(self, stop: threading.Event) -> int:
+    def _wait_for_slot(self, stop: threading.Event, deadline: float | None = None) -> int:
         # A slot frees when its worker returns, so the next claim overlaps the finaliser's
         # commit; finished attempts awaiting that commit are capped at ``concurrency`` more.
         limit = 2 * self.concurrency
         with self._slots:
             while (self._executing >= self.concurrency or self._inflight >= limit) and not (
                     stop.is_set() or self._stop.is_set()):
-                self._slots.wait(0.5)
+                remaining = _remaining(deadline)
+                if remaining == 0:
+                    return 0
+                self._slots.wait(0.5 if remaining is None else min(0.5, remaining))
             if stop.is_set() or self._stop.is_set():
                 return 0
             return min(self.concurrency - self._executing, limit - self._inflight)
@@ -254,7 +277,8 @@ class Runner:
         )
         claimed = self.db.driver.claim(self.db, request)
         self._spare_run_ids.extend(request.run_ids[len(claimed):])  # unused: keep them for the next claim
-        pairs = [(job, Lease(job_id=job.id, token=job.lease_token, cancelled=threading.Event())) for job in claimed]
+        pairs = [(job, Lease(job_id=job.id, token=job.lease_token, run_id=job.run_id, cancelled=threading.Event()))
+                 for job in claimed]
         if claimed:
             with self._slots:
                 self._inflight += len(claimed)
@@ -284,8 +308,12 @@ class Runner:
             attempt = execute(self, job, lease)
         except BaseException:  # never lose a slot: an unexpected bug leaves the job to the sweep
             self.log.exception("jobs: dispatch of job %s failed; the sweep will recover it", job.id)
-            self._work_done()
-            self._release(job.id)
+            if self.leases.returned(lease):
+                lease.renew = False
+                self._work_done()
+                self._release(lease)
+            return
+        if not self.leases.returned(lease):  # released (drain or timeout): its verdict is recorded
             return
         self._finished.put(attempt)
         self._work_done()
@@ -300,8 +328,9 @@ class Runner:
         next_due = self.db.driver.next_due(self.db, self.queues, executor)
         return next_due is not None and next_due <= clock.now()
 
-    def _idle_or_wait(self) -> bool:
-        self.wait_idle()
+    def _idle_or_wait(self, deadline: float | None = None) -> bool:
+        if not self.wait_idle(_remaining(deadline)):
+            return False
         executor = None if self.claim_any_class else self.executor_class
         try:
             remaining = self.db.driver.count_active(self.db, self.queues, executor)
@@ -309,15 +338,18 @@ class Runner:
                 return True
             next_due = self.db.driver.next_due(self.db, self.queues, executor)
         except Exception as exc:
-            self._poll_failed(exc, self._stop)
+            self._poll_failed(exc, self._stop, deadline)
             return False
         wait = self.poll_interval.total_seconds()
         if next_due is not None:
             wait = min(wait, max(0.001, (next_due - clock.now()).total_seconds()))
-        self.db.driver.wait_for_work(self.db, self.queues, wait)
+        if (left := _remaining(deadline)) is not None:
+            wait = min(wait, left)
+        if wait > 0:
+            self.db.driver.wait_for_work(self.db, self.queues, wait)
         return False
 
-    def _poll_failed(self, exc: Exception, stop: threading.Event) -> None:
+    def _poll_failed(self, exc: Exception, stop: threading.Event, deadline: float | None = None) -> None:
         self._poll_failures += 1
         n = self._poll_failures
         cap = self.max_poll_backoff.total_seconds()
@@ -326,7 +358,8 @@ class Runner:
         if n == 1 or climbing or n % 10 == 0:  # one line per backoff step, then one in ten at the cap
             self.log.warning("jobs: poll failed (%d in a row), retrying in %.2fs: %s", n, rung, one_line(exc))
         self.db.driver.reset_connection(self.db)
-        stop.wait(rung * random.uniform(0.75, 1.25))
+        pause = rung * random.uniform(0.75, 1.25)
+        stop.wait(pause if (left := _remaining(deadline)) is None else min(pause, left))
 
     def _poll_recovered(self) -> None:
         if self._poll_failures:
@@ -335,65 +368,34 @@ class Runner:
 
     # -- finalisation ------------------------------------------------------------
 
-    def _finalize_loop(self) -> None:
+    def _finalize_loop(self, finished: queue.SimpleQueue[Attempt | None]) -> None:
         while True:
-            first = self._finished.get()
+            first = finished.get()
             if first is None:
                 return
             group = [first]
             while len(group) < FINALIZE_GROUP:
                 try:
-                    more = self._finished.get_nowait()
+                    more = finished.get_nowait()
                 except queue.Empty:
                     break
                 if more is None:
-                    self._finished.put(None)
+                    finished.put(None)
                     break
                 group.append(more)
             self._finalize(group)
 
     def _finalize(self, group: list[Attempt]) -> None:
-        for attempt in group:  # finalising clears the lease: stop renewing it first
-            if (lease := self.leases.forget(attempt.claimed.id)) is not None:
-                lease.renew = False
+        # The group's leases are renewed until its commit: a slow or retried commit
+        # must not let the sweep hand finished work to another runner.
         started = time.monotonic()
-        results = self._persist(group)
+        results = persist(self, group)
         elapsed = timedelta(seconds=time.monotonic() - started)
         for attempt, result in zip(group, results, strict=True):
             if result is not None:
-                self._report(attempt, result.superseded, elapsed)
-            self._release(attempt.claimed.id)
-
-    def _persist(self, group: list[Attempt]) -> list[Any]:
-        """Commit the group; on a failure retry, then one by one, so one bad plan blocks no other."""
-        plans = [a.plan for a in group]
-        for tries in range(5):
-            try:
-                return list(self.db.driver.finalize(self.db, plans))
-            except Exception as exc:
-                if not self.db.driver.is_transient(exc) or len(group) == 1 and tries == 4:
-                    break
-                self.db.driver.reset_connection(self.db)
-                time.sleep(min(2.0, 0.05 * 2**tries))
-        if len(group) > 1:
-            return [self._persist([attempt])[0] for attempt in group]
-        return [self._persist_stubborn(group[0])]
-
-    def _persist_stubborn(self, attempt: Attempt) -> Any:
-        """A single finalisation that keeps failing: retry while its lease could still be valid."""
-        give_up = time.monotonic() + self.lease.total_seconds()
-        delay = 0.2
-        while True:
-            try:
-                return self.db.driver.finalize(self.db, [attempt.plan])[0]
-            except Exception as exc:
-                if time.monotonic() >= give_up or self._stop.is_set() and not self.db.driver.is_transient(exc):
-                    self.log.error("jobs: finalize of job %s failed; the sweep will recover it: %s",
-                                   attempt.claimed.id, one_line(exc))
-                    return None
-                self.db.driver.reset_connection(self.db)
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                final, outcome = result
+                self._report(final, outcome.superseded, elapsed)
+            self._release(attempt.lease)
 
     def _report(self, attempt: Attempt, superseded: bool, finalize_duration: timedelta) -> None:
         claimed, plan = attempt.claimed, attempt.plan
@@ -417,8 +419,8 @@ class Runner:
                 attempt=claimed.attempt, next_attempt=claimed.attempt + 1, delay=attempt.retry_delay,
                 error_class=attempt.error_class))  # type: ignore[arg-type]
 
-    def _release(self, job_id: str) -> None:
-        self.leases.forget(job_id)
+    def _release(self, lease: Lease) -> None:
+        self.leases.forget(lease)
         with self._slots:
             self._inflight -= 1
             self._slots.notify_all()
@@ -436,16 +438,32 @@ class Runner:
         self._stop.clear()
         self._context = contextvars.copy_context()
         self._pool = _WorkerPool(self.concurrency, self._context)
-        self._finalizer = threading.Thread(target=self._context.copy().run, args=(self._finalize_loop,),
+        self._finished = queue.SimpleQueue()
+        self._finalizer = threading.Thread(target=self._context.copy().run, args=(self._finalize_loop, self._finished),
                                            name="flywheel-finalizer", daemon=True)
         self._finalizer.start()
         self.leases.start(self._context.copy())
 
-    def _shutdown(self) -> None:
-        self.wait_idle()
+    def _shutdown(self, deadline: float | None = None) -> None:
+        """Wait for in-flight work (up to ``deadline``), then stop the runner's threads.
+
+        Past the deadline, attempts still running are released and those that returned
+        get :data:`FINALIZE_GRACE` (at most a lease) to commit.
+        """
+        grace = None
+        if not self.wait_idle(_remaining(deadline)):
+            try:
+                released = self.release_in_flight()
+            except Exception as exc:  # the sweep recovers them once their lease expires
+                self.log.warning("jobs: releasing the jobs still running failed: %s", one_line(exc))
+                released = 0
+            if released:
+                self.log.warning("jobs: deadline passed with jobs still running; released %d", released)
+            grace = min(FINALIZE_GRACE, self.lease).total_seconds()
+            self.wait_idle(grace)
         self._finished.put(None)
         if self._finalizer is not None:
-            self._finalizer.join()
+            self._finalizer.join(grace)
         self.leases.stop()
         self.leases = LeaseKeeper(self.db, self.lease, timedelta(seconds=self.leases.interval))
         if self._pool is not None:
@@ -456,8 +474,21 @@ class Runner:
                 self._loop = None
         self._running = False
 
-    def _all_leases(self) -> list[Lease]:
-        return self.leases.all()
+
+def check_timing(lease: timedelta, poll_interval: timedelta, heartbeat_interval: timedelta | None) -> None:
+    """Reject timings a runner cannot work with (a lease renewed no sooner than it expires...)."""
+    if lease.total_seconds() <= 0:
+        raise ValidationError("lease", f"must be positive, not {lease}")
+    if poll_interval.total_seconds() <= 0:
+        raise ValidationError("poll_interval", f"must be positive, not {poll_interval}")
+    if heartbeat_interval is not None and not timedelta(0) < heartbeat_interval < lease:
+        raise ValidationError("heartbeat_interval",
+                              f"must be positive and shorter than the lease ({lease}), not {heartbeat_interval}")
+
+
+def _remaining(deadline: float | None) -> float | None:
+    """Seconds left until a ``time.monotonic()`` deadline (0 once passed); None for no deadline."""
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 class _WorkerPool:

@@ -262,7 +262,7 @@ def test_superseded_attempt_cannot_overwrite_the_job(db, registry, client, clock
         return flywheel.Result(output="second")
 
     job_id = client.insert(Ping())
-    first = flywheel.Runner(db, registry, lease=timedelta(seconds=30), heartbeat_interval=3600, poll_interval=0.01)
+    first = flywheel.Runner(db, registry, lease=timedelta(seconds=30), heartbeat_interval=29, poll_interval=0.01)
     thread = in_thread(first.run_available)
     assert started.wait(10)
     clock.advance(timedelta(seconds=31))  # the lease lapses

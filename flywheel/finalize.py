@@ -1,0 +1,112 @@
+"""Persisting finished attempts: the finaliser's commits, and what it does when one fails.
+
+A group of attempts commits in one driver call, each job named once per call. When a
+call fails, the plans are retried alone so one bad plan holds up no other. Only
+transient database errors (connection lost, lock timeout, serialization failure, a busy
+SQLite) are retried stubbornly, last, and only while the attempt's lease holds; the
+lease keeper renews it until the commit. A plan refused for any other reason is recorded
+as an ``error`` attempt naming the refusal (:func:`~flywheel.dispatch.unstorable`), so a
+poison outcome can neither block the finaliser nor leave its job ``running``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from flywheel.dispatch import Attempt, unstorable
+from flywheel.leases import distinct_jobs
+
+if TYPE_CHECKING:
+    from flywheel.runner import Runner
+
+#: tries of one driver call (a group or a single plan) on transient errors before moving on
+FINALIZE_TRIES = 4
+
+Persisted = tuple[Attempt, Any] | None  # (the attempt as recorded, its FinalizeResult), None: given up
+
+
+def persist(runner: Runner, group: list[Attempt]) -> list[Persisted]:
+    """Commit ``group``; what fails is retried alone, after the rest committed."""
+    results: dict[int, Persisted] = {}
+    failed: list[tuple[int, BaseException]] = []
+    for batch in distinct_jobs(list(range(len(group))), lambda i: group[i].claimed.id):
+        try:
+            committed = commit(runner, [group[i] for i in batch])
+        except Exception as exc:
+            failed += [(i, exc) for i in batch]
+            continue
+        results.update((i, (group[i], result)) for i, result in zip(batch, committed, strict=True))
+    stubborn: list[int] = []
+    for i, exc in failed:
+        if len(failed) > 1:  # alone now: the others' plans do not hold it up
+            try:
+                results[i] = (group[i], commit(runner, [group[i]])[0])
+                continue
+            except Exception as again:
+                exc = again
+        if runner.db.driver.is_transient(exc):
+            stubborn.append(i)
+        else:
+            results[i] = _persist_unstorable(runner, group[i], exc)
+    for i in stubborn:
+        results[i] = _persist_stubborn(runner, group[i])
+    return [results.get(i) for i in range(len(group))]
+
+
+def commit(runner: Runner, attempts: list[Attempt], tries: int = FINALIZE_TRIES) -> list[Any]:
+    """One driver finalisation, retried a few times (short pauses) on transient errors."""
+    db = runner.db
+    for attempt in range(tries):
+        try:
+            with runner.leases.write_lock:  # no renewal runs meanwhile; committed leases are not renewed
+                results = list(db.driver.finalize(db, [a.plan for a in attempts]))
+                for committed in attempts:
+                    runner.leases.forget(committed.lease)
+                return results
+        except Exception as exc:
+            if not db.driver.is_transient(exc) or attempt == tries - 1:
+                raise
+            db.driver.reset_connection(db)
+            time.sleep(min(1.0, 0.05 * 2**attempt))
+    raise AssertionError("unreachable")
+
+
+def _persist_stubborn(runner: Runner, attempt: Attempt) -> Persisted:
+    """A finalisation failing transiently (database busy or away): retry while its lease holds.
+
+    The lease keeper renews it meanwhile; once a renewal finds it gone, or none has
+    succeeded for a lease (it expired), the sweep owns the job and this gives up.
+    """
+    lease, delay = attempt.lease, 0.2
+    while True:
+        try:
+            return attempt, commit(runner, [attempt], tries=1)[0]
+        except Exception as exc:
+            if not runner.db.driver.is_transient(exc):
+                return _persist_unstorable(runner, attempt, exc)
+            if lease.lost or time.monotonic() - lease.renewed >= runner.lease.total_seconds():
+                runner.log.error("jobs: finalize of job %s failed; the sweep will recover it: %s",
+                                 attempt.claimed.id, _one_line(exc))
+                return None
+            runner.db.driver.reset_connection(runner.db)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def _persist_unstorable(runner: Runner, attempt: Attempt, failure: BaseException) -> Persisted:
+    """Record an attempt the database refuses as an ``error`` naming the refusal."""
+    runner.log.error("jobs: the outcome of job %s (run %s) cannot be stored; recording an error instead: %s",
+                     attempt.claimed.id, attempt.claimed.run_id, _one_line(failure))
+    runner.db.driver.reset_connection(runner.db)
+    fallback = unstorable(attempt, failure)
+    try:
+        return fallback, commit(runner, [fallback])[0]
+    except Exception as exc:
+        runner.log.error("jobs: recording the error of job %s failed too; the sweep will recover it: %s",
+                         attempt.claimed.id, _one_line(exc))
+        return None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
