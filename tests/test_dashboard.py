@@ -8,13 +8,15 @@ import re
 import subprocess
 import sys
 import threading
+from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 import flywheel
-from flywheel_plugins.dashboard import Dashboard, flywheel_services
+from flywheel_plugins.dashboard import Dashboard, flywheel_services, queries
+from flywheel_plugins.dashboard.queries import queries_for
 from flywheel_plugins.dashboard.security import TOKEN_ENV, is_loopback
 from flywheel_plugins.dashboard.server import parse_bind
 from tests.helpers import wait_for
@@ -309,3 +311,42 @@ def test_serve_runs_the_dashboard_when_the_config_sets_a_bind_address(db: flywhe
     with pytest.raises(OSError):
         Browserless(app.url).get("/")
 
+
+
+# -- the queries behind the pages -----------------------------------------------------
+
+
+def test_lag_is_the_age_of_the_oldest_ready_job_across_priorities(db: flywheel.Database,
+                                                                 clock: flywheel.FixedClock) -> None:
+    now = clock.now()
+    client = flywheel.Client(db)
+    client.enqueue("k", {}, queue="x", priority=5, schedule_at=now - timedelta(seconds=30))
+    client.enqueue("k", {}, queue="x", priority=100, schedule_at=now - timedelta(seconds=90))
+    client.enqueue("k", {}, queue="x", priority=1, schedule_at=now + timedelta(seconds=60))
+    client.enqueue("k", {}, queue="y", priority=1, schedule_at=now - timedelta(seconds=10))
+    client.enqueue("k", {}, queue="y", priority=2, schedule_at=now + timedelta(seconds=600))
+    q = queries_for(db)
+    assert q.lag(now) == timedelta(seconds=90)
+    assert q.lag(now, "x") == timedelta(seconds=90)
+    assert q.lag(now, "y") == timedelta(seconds=10)
+    assert q.lag(now, "z") == timedelta(0)
+    rows = {r.queue: r for r in q.queues()}
+    assert (rows["x"].ready.value, rows["x"].scheduled_ahead.value, rows["y"].lag) == (2, 1, timedelta(seconds=10))
+
+
+def test_counts_past_the_cap_come_from_the_planner_on_postgres(db: flywheel.Database,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(queries, "EXACT_CAP", 5)
+    client = flywheel.Client(db)
+    for n in range(30):
+        client.enqueue("k", {"n": n})
+    client.enqueue("k", {}, queue="other")
+    db.pw.execute_sql("ANALYZE jobs")
+    counts = queries_for(db).state_counts()
+    assert counts["running"] == queries.Count(value=0)
+    if db.dialect == "postgres":
+        assert not counts["available"].exact and counts["available"].value >= 5
+        with served(db) as app:
+            assert "≈" in Browserless(app.url).get("/")[2]
+    else:
+        assert counts["available"] == queries.Count(value=31)

@@ -132,7 +132,7 @@ def layout(title: str, body: str, *, active: str, mode: str, notice: str | None 
     flash = (f'<div class="notice" role="status">{e(notice)}</div>' if notice else "") + (
         f'<div class="error" role="alert">{e(error)}</div>' if error else "")
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width,initial-scale=1">'
+            f'<meta name="viewport" content="width=device-width,initial-scale=1"><link rel="icon" href="data:,">'
             f"<title>{e(title)} · flywheel</title><style>{CSS}</style></head><body>"
             f'<header><span class="brand">flywheel</span>{nav}<span class="mode">{mode}</span></header>'
             f"<main><h1>{e(title)}</h1>{flash}{body}</main></body></html>")

@@ -13,6 +13,8 @@ PostgreSQL accept it; the two differences (minute buckets, estimates) are method
 from __future__ import annotations
 
 import json
+import threading
+import time
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +31,10 @@ if TYPE_CHECKING:
 EXACT_CAP = 1000
 #: Minutes of history in the throughput chart.
 CHART_MINUTES = 60
+#: How long the chart's finished minutes are reused before they are read again.
+CHART_REFRESH = timedelta(minutes=5)
+#: How long the jobs page's filter menus (kinds, queues) are reused.
+MENU_TTL_S = 30.0
 #: The final states a job reaches, in the chart's stacking order.
 OUTCOMES = (JobState.SUCCEEDED.value, JobState.DISCARDED.value, JobState.CANCELLED.value)
 STATES = tuple(s.value for s in JobState)
@@ -99,6 +105,9 @@ class PortableQueries:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.p = db.pw.param
+        self._lock = threading.Lock()
+        self._chart: tuple[datetime, dict[str, dict[str, int]]] | None = None
+        self._menus: tuple[float, tuple[list[str], list[str]]] | None = None
 
     def _rows(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> list[tuple[Any, ...]]:
         return list(self.db.pw.execute_sql(sql, params).fetchall())
@@ -141,52 +150,77 @@ class PortableQueries:
         return timedelta(0) if oldest is None else max(timedelta(0), now - oldest)
 
     def minute(self, column: str) -> str:
-        """SQL truncating a stored instant to its minute (text form ``YYYY-MM-DD HH:MM``)."""
+        """SQL truncating a stored instant to its minute; the value's text starts ``YYYY-MM-DD HH:MM``."""
         return f"substr({column}, 1, 16)"
 
     def throughput(self, now: datetime) -> list[tuple[datetime, dict[str, int]]]:
         """Jobs finalised per minute by final state over the last :data:`CHART_MINUTES` minutes, oldest first.
 
-        Read from ``jobs.finalized_at`` (indexed) rather than ``job_runs``, which has no index on time.
+        Read from ``jobs.finalized_at`` (indexed) rather than ``job_runs``, which has no index on
+        time. Minutes that have ended are cached for :data:`CHART_REFRESH`: a request reads only
+        the rows finalised since the cache was filled, a few hundred instead of an hour's worth.
         """
         end = now.replace(second=0, microsecond=0)
         start = end - timedelta(minutes=CHART_MINUTES - 1)
-        bucket = self.minute("finalized_at")
-        sql = (f"SELECT {bucket}, state, count(*) FROM jobs WHERE finalized_at IS NOT NULL"
-               f" AND finalized_at >= {self.p} GROUP BY 1, 2")
-        buckets: dict[str, dict[str, int]] = {}
-        for minute, state, n in self._rows(sql, (to_db_time(start),)):
-            buckets.setdefault(str(minute)[:16], {})[state] = int(n)
+        with self._lock:
+            cached = self._chart
+        if cached is None or not start <= cached[0] <= end or now - cached[0] > CHART_REFRESH:
+            cached = (end, self._buckets(start, end))
+            with self._lock:
+                self._chart = cached
+        buckets = dict(cached[1])
+        for key, counts in self._buckets(cached[0], None).items():
+            buckets[key] = counts
         series = []
         for i in range(CHART_MINUTES):
             at = start + timedelta(minutes=i)
             series.append((at, buckets.get(at.strftime("%Y-%m-%d %H:%M"), {})))
         return series
 
+    def _buckets(self, start: datetime, end: datetime | None) -> dict[str, dict[str, int]]:
+        """Counts by minute and state of the jobs finalised in ``[start, end)``."""
+        bucket = self.minute("finalized_at")
+        sql = f"SELECT {bucket}, state, count(*) FROM jobs WHERE finalized_at IS NOT NULL AND finalized_at >= {self.p}"
+        params = [to_db_time(start)]
+        if end is not None:
+            sql += f" AND finalized_at < {self.p}"
+            params.append(to_db_time(end))
+        buckets: dict[str, dict[str, int]] = {}
+        for minute, state, n in self._rows(sql + " GROUP BY 1, 2", params):
+            if isinstance(minute, datetime):  # PostgreSQL's date_trunc: an instant, in UTC once converted
+                minute = from_db_time(minute).strftime("%Y-%m-%d %H:%M")  # type: ignore[union-attr]
+            key = str(minute)[:16]
+            buckets.setdefault(key, {})[state] = int(n)
+        return buckets
+
     # -- queues ------------------------------------------------------------------
 
-    def active_queues(self) -> list[str]:
-        """Queues with claimable or running jobs: a skip scan over the claim index, then the running rows."""
+    def ready_queues(self) -> list[str]:
+        """Queues with claimable jobs: a skip scan over the claim index (one probe per queue)."""
         sql = (f"WITH RECURSIVE q(name) AS ("
                f" SELECT min(queue) FROM jobs WHERE {_READY}"
                f" UNION ALL SELECT (SELECT min(queue) FROM jobs WHERE {_READY} AND queue > q.name)"
                f" FROM q WHERE q.name IS NOT NULL)"
                f" SELECT name FROM q WHERE name IS NOT NULL")
-        names = {r[0] for r in self._rows(sql)}
-        names.update(r[0] for r in self._rows("SELECT DISTINCT queue FROM jobs WHERE state = 'running'"))
-        return sorted(names)
+        return [r[0] for r in self._rows(sql)]
+
+    def running_by_queue(self) -> dict[str, int]:
+        """Running jobs per queue (few: at most the runners' total concurrency)."""
+        return {r[0]: int(r[1]) for r in self._rows("SELECT queue, count(*) FROM jobs WHERE state = 'running'"
+                                                     " GROUP BY queue")}
 
     def queues(self) -> list[QueueRow]:
+        """Every queue with claimable or running jobs."""
         now = clock.now()
         ts, p = to_db_time(now), self.p
+        running = self.running_by_queue()
         rows = []
-        for name in self.active_queues():
+        for name in sorted(set(self.ready_queues()) | set(running)):
             rows.append(QueueRow(
                 queue=name,
                 ready=self.count(f"{_READY} AND queue = {p} AND scheduled_at <= {p}", (name, ts)),
                 scheduled_ahead=self.count(f"{_READY} AND queue = {p} AND scheduled_at > {p}", (name, ts)),
-                running=self.count(f"state = 'running' AND queue = {p}", (name,)),
-                lag=self.lag(now, name)))
+                running=Count(value=running.get(name, 0)), lag=self.lag(now, name)))
         return rows
 
     # -- jobs --------------------------------------------------------------------
@@ -222,10 +256,17 @@ class PortableQueries:
                        newer=found[0].id if has_newer else None)
 
     def kinds_and_queues(self) -> tuple[list[str], list[str]]:
-        """Kinds and queues for the filter menus, from the active queues and a sample of recent jobs."""
+        """Kinds and queues for the filter menus: those of the newest jobs and the queues with work,
+        reused for :data:`MENU_TTL_S` seconds."""
+        with self._lock:
+            menus = self._menus
+        if menus is not None and time.monotonic() - menus[0] < MENU_TTL_S:
+            return menus[1]
         recent = self._rows("SELECT kind, queue FROM jobs ORDER BY id DESC LIMIT 500")
         kinds = sorted({r[0] for r in recent})
-        queues = sorted({r[1] for r in recent} | set(self.active_queues()))
+        queues = sorted({r[1] for r in recent} | set(self.ready_queues()))
+        with self._lock:
+            self._menus = (time.monotonic(), (kinds, queues))
         return kinds, queues
 
 
@@ -233,7 +274,24 @@ class PostgresQueries(PortableQueries):
     """PostgreSQL: ``date_trunc`` for minutes, and the planner's row estimate for counts at the cap."""
 
     def minute(self, column: str) -> str:
-        return f"to_char(date_trunc('minute', {column} AT TIME ZONE 'UTC'), 'YYYY-MM-DD HH24:MI')"
+        return f"date_trunc('minute', {column})"  # a timestamptz in the session's zone, UTC (the driver sets it)
+
+    def lag(self, now: datetime, queue: str | None = None) -> timedelta:
+        """The oldest ready job through the claim index (queue, priority, scheduled_at, id), without
+        reading all of it: a skip scan visits each (queue, priority) pair once, and the pair's first
+        entry is its earliest ``scheduled_at``. Tens of index probes instead of every claimable row."""
+        only = " AND queue = %s" if queue is not None else ""
+        sql = (f"WITH RECURSIVE pairs AS ("
+               f" (SELECT queue, priority FROM jobs WHERE {_READY}{only} ORDER BY queue, priority LIMIT 1)"
+               f" UNION ALL SELECT nxt.queue, nxt.priority FROM pairs CROSS JOIN LATERAL ("
+               f"  SELECT queue, priority FROM jobs WHERE {_READY}{only}"
+               f"  AND (queue, priority) > (pairs.queue, pairs.priority) ORDER BY queue, priority LIMIT 1) nxt)"
+               f" SELECT min(head.at) FROM pairs CROSS JOIN LATERAL ("
+               f"  SELECT scheduled_at AS at FROM jobs WHERE {_READY} AND queue = pairs.queue"
+               f"  AND priority = pairs.priority ORDER BY scheduled_at LIMIT 1) head WHERE head.at <= %s")
+        params = [queue, queue] if queue is not None else []
+        oldest = from_db_time(self._rows(sql, [*params, to_db_time(now)])[0][0])
+        return timedelta(0) if oldest is None else max(timedelta(0), now - oldest)
 
     def estimate(self, where: str, params: tuple[Any, ...]) -> Count:
         plan = self._rows(f"EXPLAIN (FORMAT JSON) SELECT 1 FROM jobs WHERE {where}", params)[0][0]
