@@ -44,7 +44,8 @@ form.inline{display:inline}button{cursor:pointer;padding:.2rem .7rem}
 .error{background:#ffebee;border:1px solid #ef9a9a;padding:.5rem;margin-bottom:1rem}
 .filters{margin-bottom:.8rem}.filters select,.filters input{margin-right:.5rem}
 .pager a{margin-right:1rem}.muted{color:#78909c}dl{display:grid;grid-template-columns:10rem 1fr;gap:.2rem .8rem}
-dt{color:#607d8b}dd{margin:0}
+dt{color:#607d8b}dd{margin:0}td pre{min-width:22rem;max-height:8rem}table.narrow{width:auto;min-width:28rem}time{white-space:nowrap}
+td a[href^="/jobs/"]{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:12px;white-space:nowrap}
 """
 
 
@@ -80,10 +81,15 @@ def duration(value: timedelta | float | None) -> str:
     if seconds < 60:
         return f"{seconds:.1f} s"
     if seconds < 3600:
-        return f"{int(seconds // 60)} min {int(seconds % 60)} s"
+        return _two_units(seconds, 60, "min", 1, "s")
     if seconds < 86400:
-        return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
-    return f"{int(seconds // 86400)} d {int(seconds % 86400 // 3600)} h"
+        return _two_units(seconds, 3600, "h", 60, "min")
+    return _two_units(seconds, 86400, "d", 3600, "h")
+
+
+def _two_units(seconds: float, size: int, unit: str, small_size: int, small: str) -> str:
+    whole, rest = int(seconds // size), int(seconds % size // small_size)
+    return f"{whole} {unit}" + (f" {rest} {small}" if rest else "")
 
 
 def count(value: Count | int) -> str:
@@ -107,7 +113,7 @@ def as_json(value: Any) -> str:
 
 
 def table(headers: Iterable[str], rows: Iterable[Iterable[str]], *, numeric: Iterable[int] = (),
-          empty: str = "nothing here") -> str:
+          empty: str = "nothing here", narrow: bool = False) -> str:
     """A table whose cells are HTML already; columns in ``numeric`` are right-aligned."""
     right = set(numeric)
     head = "".join(f"<th>{e(h)}</th>" for h in headers)
@@ -115,7 +121,7 @@ def table(headers: Iterable[str], rows: Iterable[Iterable[str]], *, numeric: Ite
                                     for i, c in enumerate(row)) + "</tr>" for row in rows)
     if not body:
         body = f'<tr><td colspan="99" class="muted">{e(empty)}</td></tr>'
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<table{' class=narrow' if narrow else ''}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def post_button(action: str, label: str, csrf: str) -> str:

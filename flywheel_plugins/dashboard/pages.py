@@ -48,7 +48,7 @@ def overview(db: Database, q: PortableQueries, view: View) -> tuple[str, str]:
                                            for label, value in cards) + "</div>")
     body += "<h2>Throughput</h2>" + m.chart(snap.throughput)
     body += m.table(["outcome", "last minute", "last hour"],
-                    [[m.state(o), m.count(last.get(o, 0)), m.count(hour[o])] for o in OUTCOMES], numeric=(1, 2))
+                    [[m.state(o), m.count(last.get(o, 0)), m.count(hour[o])] for o in OUTCOMES], numeric=(1, 2), narrow=True)
     body += f'<p class="muted">sampled {m.when(snap.sampled_at)} UTC; ≈ marks a planner estimate</p>'
     return "Overview", body
 
@@ -57,7 +57,7 @@ def queues(db: Database, q: PortableQueries, view: View) -> tuple[str, str]:
     rows = [[m.link("/jobs", r.queue, queue=r.queue), m.count(r.ready), m.count(r.running),
              m.count(r.scheduled_ahead), m.duration(r.lag)] for r in q.queues()]
     body = m.table(["queue", "ready", "running", "scheduled ahead", "lag"], rows, numeric=(1, 2, 3, 4),
-                   empty="no queue has work waiting or running")
+                   empty="no queue has work waiting or running", narrow=True)
     body += '<p class="muted">Queues with jobs waiting or running. Lag is the age of the oldest ready job.</p>'
     return "Queues", body
 

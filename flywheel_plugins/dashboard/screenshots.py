@@ -64,11 +64,12 @@ def demo(db: flywheel.Database) -> dict[str, str]:
     client = flywheel.Client(db, registry=registry)
     queues = ["default", "email", "reports"]
     now = datetime.now(UTC)
-    clock = flywheel.FixedClock(now - timedelta(minutes=59))
+    first = now.replace(second=0, microsecond=0) - timedelta(minutes=59)
+    clock = flywheel.FixedClock(first)
     with flywheel.use_clock(clock):
         runner = flywheel.Runner(db, registry, queues=queues, concurrency=4, poll_interval=0.01)
         for minute in range(60):
-            clock.set(now - timedelta(minutes=59 - minute, seconds=rng.randint(0, 50)))
+            clock.set(min(now, first + timedelta(minutes=minute, seconds=rng.randint(0, 50))))
             for _ in range(int(12 + 9 * abs((minute % 20) - 10) / 10 + rng.randint(0, 6))):
                 kind = rng.choice(["send_email", "send_email", "render_report", "sync_crm"])
                 queue = {"send_email": "email", "render_report": "reports"}.get(kind, "default")
@@ -86,7 +87,9 @@ def demo(db: flywheel.Database) -> dict[str, str]:
         client.enqueue("render_report", {"month": n + 1}, queue="reports", schedule_at=now + timedelta(hours=n + 1))
     flywheel.upsert_periodic(db, flywheel.PeriodicSpec(slug="nightly-digest", kind="send_email", cron="0 3 * * *",
                                                        queue="email", args={"to": "team@example.com"}))
-    flywheel.upsert_periodic(db, flywheel.PeriodicSpec(slug="crm-sync", kind="sync_crm", every=timedelta(minutes=15)))
+    with flywheel.use_clock(flywheel.FixedClock(now - timedelta(minutes=20))):  # so it has run once by now
+        flywheel.upsert_periodic(db, flywheel.PeriodicSpec(slug="crm-sync", kind="sync_crm",
+                                                           every=timedelta(minutes=15)))
     flywheel.upsert_periodic(db, flywheel.PeriodicSpec(slug="quarterly-report", kind="render_report",
                                                        cron="0 6 1 */3 *", timezone="Europe/Berlin", active=False))
     flywheel.Scheduler(db).tick()
