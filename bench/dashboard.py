@@ -155,6 +155,9 @@ def pages(db: flywheel.Database, total: int) -> list[tuple[str, str]]:
         ("jobs state=discarded", "/jobs?state=discarded"), ("jobs state=running", "/jobs?state=running"),
         ("jobs state=succeeded", "/jobs?state=succeeded"), ("jobs kind=kind_3", "/jobs?kind=kind_3"),
         ("jobs queue=billing", "/jobs?queue=billing"),
+        ("jobs queue=nowhere (no match: one search window)", "/jobs?queue=nowhere"),
+        ("jobs state=succeeded&queue=billing", "/jobs?state=succeeded&queue=billing"),
+        ("jobs kind=nothing (no match)", "/jobs?kind=nothing"),
         ("jobs state=available&queue=email", "/jobs?state=available&queue=email"),
         ("job detail", f"/jobs/{discarded}"), ("schedules", "/schedules"), ("failures", "/failures"),
     ]

@@ -350,3 +350,28 @@ def test_counts_past_the_cap_come_from_the_planner_on_postgres(db: flywheel.Data
             assert "≈" in Browserless(app.url).get("/")[2]
     else:
         assert counts["available"] == queries.Count(value=31)
+
+
+def test_a_queue_filter_searches_a_bounded_window_and_continues_past_it(db: flywheel.Database,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(queries, "SEARCH_WINDOW", 10)
+    client = flywheel.Client(db)
+    rare = [client.enqueue("k", {"n": n}, queue="rare") for n in range(3)]
+    for n in range(25):
+        client.enqueue("k", {"n": n}, queue="busy")
+    for job_id in rare + [client.enqueue("k", {}, queue="rare")]:
+        flywheel.cancel_job(db, job_id)  # finished jobs: no index finds them by queue
+    with served(db) as app:
+        web = Browserless(app.url)
+        seen, path, hops = [], "/jobs?queue=rare", 0
+        while path and hops < 20:
+            text = web.get(path)[2]
+            seen.extend(_ids(text))
+            hops += 1
+            older = re.search(r'<a href="(/jobs\?[^"]+)">(?:search )?older', text)
+            path = older.group(1).replace("&amp;", "&") if older else ""
+            if older and "search older" in older.group(0):
+                assert "Only the next 10 jobs were searched" in text
+    newest_first = sorted(flywheel.list_jobs(db, queue="rare", limit=10), key=lambda j: j.id, reverse=True)
+    assert seen == [j.id for j in newest_first] and len(seen) == 4
+    assert hops > 2  # it took more than one window

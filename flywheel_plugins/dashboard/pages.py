@@ -75,13 +75,17 @@ def jobs(db: Database, q: PortableQueries, view: View) -> tuple[str, str]:
              m.when(r.finalized_at or r.scheduled_at)] for r in page.rows]
     body += m.table(["id", "kind", "queue", "state", "attempt", "priority", "enqueued", "scheduled / finished"],
                     rows, numeric=(4, 5), empty="no job matches")
+    if page.searched:
+        body += (f'<p class="muted">Only the next {page.searched:,} jobs were searched for this queue; '
+                 f"follow the link to search further.</p>")
     pager = []
     filters = {"state": state, "kind": kind, "queue": queue}
     if page.newer:
         pager.append(m.link("/jobs", "← newer", after=page.newer, **filters))
         pager.append(m.link("/jobs", "newest", **filters))
     if page.older:
-        pager.append(m.link("/jobs", "older →", before=page.older, **filters))
+        pager.append(m.link("/jobs", "search older →" if page.searched else "older →", before=page.older,
+                            **filters))
     body += f'<div class="pager">{"".join(pager)}</div>'
     return "Jobs", body
 

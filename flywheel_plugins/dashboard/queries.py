@@ -33,6 +33,11 @@ EXACT_CAP = 1000
 CHART_MINUTES = 60
 #: How long the chart's finished minutes are reused before they are read again.
 CHART_REFRESH = timedelta(minutes=5)
+#: Jobs a queue-filtered page looks through past its cursor (see :meth:`PortableQueries.jobs`).
+SEARCH_WINDOW = 20_000
+#: States whose jobs an index finds by state (the claim index, the running index): no search window.
+_INDEXED_STATES = frozenset({JobState.AVAILABLE.value, JobState.RETRYABLE.value, JobState.SCHEDULED.value,
+                             JobState.RUNNING.value})
 #: How long the jobs page's filter menus (kinds, queues) are reused.
 MENU_TTL_S = 30.0
 #: The final states a job reaches, in the chart's stacking order.
@@ -74,6 +79,7 @@ class JobPage:
     rows: list[JobRow]
     older: str | None
     newer: str | None
+    searched: int | None = None  # set when the page is short because only this many jobs were searched
 
 
 @attrs.frozen(kw_only=True)
@@ -227,33 +233,50 @@ class PortableQueries:
 
     def jobs(self, *, state: str | None = None, kind: str | None = None, queue: str | None = None,
              before: str | None = None, after: str | None = None, limit: int = 50) -> JobPage:
-        """A page of live jobs newest first; ``before``/``after`` are id cursors (exclusive)."""
+        """A page of live jobs newest first; ``before``/``after`` are id cursors (exclusive).
+
+        No index leads with ``queue`` outside the claim index, so a queue filter over finished
+        jobs would walk the whole table to find a rare queue. Such a page looks at most
+        :data:`SEARCH_WINDOW` jobs past its cursor; when that window holds too few matches the
+        page is short and ``searched`` says so, and the cursor continues after the window.
+        """
         p = self.p
-        where, params = ["deleted_at IS NULL"], []
+        filters, params = [], []
         for column, value in (("state", state), ("kind", kind), ("queue", queue)):
             if value:
-                where.append(f"{column} = {p}")
+                filters.append(f"{column} = {p}")
                 params.append(value)
         backwards = after is not None and before is None
-        if before is not None:
-            where.append(f"id < {p}")
-            params.append(before)
-        elif after is not None:
-            where.append(f"id > {p}")
-            params.append(after)
         order = "ASC" if backwards else "DESC"
-        sql = (f"SELECT {', '.join(_LIST_COLUMNS)} FROM jobs WHERE {' AND '.join(where)}"
-               f" ORDER BY id {order} LIMIT {int(limit) + 1}")
+        cursor, cursor_params = ["deleted_at IS NULL"], []
+        if before is not None or after is not None:
+            cursor.append(f"id {'>' if backwards else '<'} {p}")
+            cursor_params.append(after if backwards else before)
+        cols, window = ", ".join(_LIST_COLUMNS), SEARCH_WINDOW
+        windowed = bool(queue) and state not in _INDEXED_STATES
+        if windowed:
+            sql = (f"SELECT {cols} FROM (SELECT {cols} FROM jobs WHERE {' AND '.join(cursor)}"
+                   f" ORDER BY id {order} LIMIT {window}) w WHERE {' AND '.join(filters)}"
+                   f" ORDER BY id {order} LIMIT {int(limit) + 1}")
+            params = cursor_params + params
+        else:
+            sql = (f"SELECT {cols} FROM jobs WHERE {' AND '.join(cursor + filters)}"
+                   f" ORDER BY id {order} LIMIT {int(limit) + 1}")
+            params = params + cursor_params
         found = [_job_row(r) for r in self._rows(sql, params)]
         more, found = len(found) > limit, found[:limit]
-        if backwards:
-            found.reverse()
-        if not found:
-            return JobPage(rows=[], older=None, newer=None)
-        has_older = more if not backwards else True
-        has_newer = (before is not None) if not backwards else more
-        return JobPage(rows=found, older=found[-1].id if has_older else None,
-                       newer=found[0].id if has_newer else None)
+        edge = None  # the last job a short windowed page looked at, when jobs remain past it
+        if windowed and not more:
+            row = self._rows(f"SELECT id FROM jobs WHERE {' AND '.join(cursor)} ORDER BY id {order}"
+                             f" LIMIT 1 OFFSET {window - 1}", cursor_params)
+            edge = row[0][0] if row else None
+        searched = window if edge else None
+        if not backwards:
+            newer = (found[0].id if found else before) if before is not None else None
+            return JobPage(rows=found, older=found[-1].id if more else edge, newer=newer, searched=searched)
+        found.reverse()
+        return JobPage(rows=found, older=found[-1].id if found else after, newer=found[0].id if more else edge,
+                       searched=searched)
 
     def kinds_and_queues(self) -> tuple[list[str], list[str]]:
         """Kinds and queues for the filter menus: those of the newest jobs and the queues with work,
