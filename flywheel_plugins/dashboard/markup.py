@@ -150,8 +150,8 @@ def chart(series: list[tuple[datetime, dict[str, int]]], *, width: int = 720, he
     slot = width / max(1, len(series))
     bar = max(1.0, slot - 2)
     plot = height - 20
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" role="img" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}" aria-label="jobs finished per minute">',
+    parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" role="img" width="{width}" height="{height}" '
+              f'viewBox="0 0 {width} {height}" aria-label="jobs finished per minute">'),
              f'<rect width="{width}" height="{plot}" fill="#fff" stroke="#e3e6ea"/>',
              f'<text x="4" y="12" font-size="11" fill="#607d8b">{peak:,}/min</text>']
     for i, (minute, values) in enumerate(series):

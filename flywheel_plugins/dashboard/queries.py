@@ -241,14 +241,16 @@ class PortableQueries:
         page is short and ``searched`` says so, and the cursor continues after the window.
         """
         p = self.p
-        filters, params = [], []
+        filters: list[str] = []
+        params: list[Any] = []
         for column, value in (("state", state), ("kind", kind), ("queue", queue)):
             if value:
                 filters.append(f"{column} = {p}")
                 params.append(value)
         backwards = after is not None and before is None
         order = "ASC" if backwards else "DESC"
-        cursor, cursor_params = ["deleted_at IS NULL"], []
+        cursor: list[str] = ["deleted_at IS NULL"]
+        cursor_params: list[Any] = []
         if before is not None or after is not None:
             cursor.append(f"id {'>' if backwards else '<'} {p}")
             cursor_params.append(after if backwards else before)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import flywheel
-from flywheel.errors import FlywheelError, JobNotFound, JobTerminal, PeriodicNotFound
+from flywheel.errors import JobNotFound, JobTerminal, PeriodicNotFound
 from flywheel_plugins.dashboard import markup, pages
 from flywheel_plugins.dashboard.queries import queries_for
 from flywheel_plugins.dashboard.security import CSRF_COOKIE, SESSION_COOKIE, Forbidden, Guard
@@ -132,7 +132,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- plumbing ----------------------------------------------------------------
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.address_string(), *args)
 
     def _send(self, status: int, body: str = "", headers: dict[str, str] | None = None) -> None:
@@ -195,7 +195,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(HTTPStatus.FORBIDDEN, str(exc))
         except (ValueError, JobTerminal) as exc:
             self._error(HTTPStatus.BAD_REQUEST if isinstance(exc, ValueError) else HTTPStatus.CONFLICT, str(exc))
-        except (FlywheelError, Exception) as exc:  # noqa: BLE001 - one page, not a dropped connection
+        except Exception as exc:  # one page, not a dropped connection
             log.exception("flywheel: dashboard request %s %s failed", self.command, self.path)
             if not self.app.db.pw.is_closed():
                 self.app.db.pw.close()
@@ -203,11 +203,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- GET -----------------------------------------------------------------------
 
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_GET(self) -> None:
         if self._begin():
             self._guarded(self._get)
 
-    do_HEAD = do_GET  # noqa: N815
+    do_HEAD = do_GET
 
     def _get(self) -> None:
         if self.route == "/login":
@@ -232,7 +232,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- POST ----------------------------------------------------------------------
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         if self._begin():
             self._guarded(self._post)
 
