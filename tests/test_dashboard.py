@@ -375,3 +375,17 @@ def test_a_queue_filter_searches_a_bounded_window_and_continues_past_it(db: flyw
     newest_first = sorted(flywheel.list_jobs(db, queue="rare", limit=10), key=lambda j: j.id, reverse=True)
     assert seen == [j.id for j in newest_first] and len(seen) == 4
     assert hops > 2  # it took more than one window
+
+
+def test_a_stalled_client_does_not_hold_the_dashboard(db: flywheel.Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from flywheel_plugins.dashboard import server
+
+    monkeypatch.setattr(server._Handler, "timeout", 0.5)
+    with served(db, workers=1) as app:
+        idle = socket.create_connection(("127.0.0.1", app.port))  # connects, never sends a request
+        try:
+            assert Browserless(app.url).get("/schedules")[0] == 200  # served once the idle one times out
+        finally:
+            idle.close()

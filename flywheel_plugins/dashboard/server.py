@@ -129,6 +129,7 @@ class Dashboard:
 class _Handler(BaseHTTPRequestHandler):
     app: Dashboard
     server_version = "flywheel-dashboard"
+    timeout = 10  # seconds a client may stall mid-request before its pool thread is freed
 
     # -- plumbing ----------------------------------------------------------------
 
