@@ -120,40 +120,55 @@ class PortableQueries:
 
     # -- counts ------------------------------------------------------------------
 
-    def count(self, where: str, params: tuple[Any, ...] = ()) -> Count:
-        """Rows of ``jobs`` matching ``where``: exact below the cap, else :meth:`estimate`."""
-        sql = f"SELECT count(*) FROM (SELECT 1 FROM jobs WHERE {where} LIMIT {EXACT_CAP}) capped"
-        value = int(self._rows(sql, params)[0][0])
-        return Count(value=value) if value < EXACT_CAP else self.estimate(where, params)
+    def counts(self, conditions: list[tuple[str, tuple[Any, ...]]]) -> list[Count]:
+        """Rows of ``jobs`` matching each ``(where, params)``: exact below the cap, else :meth:`estimates`.
 
-    def estimate(self, where: str, params: tuple[Any, ...]) -> Count:
-        """What to show for a count at the cap. SQLite has no cheap estimate: count it exactly."""
-        return Count(value=int(self._rows(f"SELECT count(*) FROM jobs WHERE {where}", params)[0][0]))
+        All the capped counts run as one statement (one round trip, however many there are).
+        """
+        if not conditions:
+            return []
+        sql = "SELECT " + ", ".join(f"(SELECT count(*) FROM (SELECT 1 FROM jobs WHERE {where} LIMIT {EXACT_CAP}) c{i})"
+                                    for i, (where, _) in enumerate(conditions))
+        values = [int(v) for v in self._rows(sql, [p for _, params in conditions for p in params])[0]]
+        capped = [i for i, v in enumerate(values) if v >= EXACT_CAP]
+        found = [Count(value=v) for v in values]
+        for i, estimate in zip(capped, self.estimates([conditions[i] for i in capped]), strict=True):
+            found[i] = estimate
+        return found
+
+    def count(self, where: str, params: tuple[Any, ...] = ()) -> Count:
+        return self.counts([(where, params)])[0]
+
+    def estimates(self, conditions: list[tuple[str, tuple[Any, ...]]]) -> list[Count]:
+        """What to show for counts at the cap. SQLite has no cheap estimate: count them exactly."""
+        if not conditions:
+            return []
+        sql = "SELECT " + ", ".join(f"(SELECT count(*) FROM jobs WHERE {where})" for where, _ in conditions)
+        return [Count(value=int(v)) for v in self._rows(sql, [p for _, params in conditions for p in params])[0]]
 
     def state_counts(self) -> dict[str, Count]:
+        return dict(zip(STATES, self.counts(self._state_conditions()), strict=True))
+
+    @staticmethod
+    def _state_conditions() -> list[tuple[str, tuple[Any, ...]]]:
         # One literal per state: the jobs_state index is partial, and only a literal proves its predicate.
-        return {state: self.count(f"state = '{state}' AND deleted_at IS NULL") for state in STATES}
+        return [(f"state = '{state}' AND deleted_at IS NULL", ()) for state in STATES]
 
     # -- overview ----------------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
         now = clock.now()
-        ts = to_db_time(now)
-        states = self.state_counts()
-        return Snapshot(
-            states=states, ready=self.count(f"{_READY} AND scheduled_at <= {self.p}", (ts,)),
-            inflight=states[JobState.RUNNING.value], lag=self.lag(now), throughput=self.throughput(now),
-            sampled_at=now)
+        found = self.counts([*self._state_conditions(), (f"{_READY} AND scheduled_at <= {self.p}", (to_db_time(now),))])
+        states = dict(zip(STATES, found, strict=False))
+        lags = self.lags(now)
+        return Snapshot(states=states, ready=found[-1], inflight=states[JobState.RUNNING.value],
+                        lag=max(lags.values(), default=timedelta(0)), throughput=self.throughput(now), sampled_at=now)
 
-    def lag(self, now: datetime, queue: str | None = None) -> timedelta:
-        """How long the oldest ready job (of ``queue``) has waited past its scheduled time."""
-        sql = f"SELECT min(scheduled_at) FROM jobs WHERE {_READY} AND scheduled_at <= {self.p}"
-        params: list[Any] = [to_db_time(now)]
-        if queue is not None:
-            sql += f" AND queue = {self.p}"
-            params.append(queue)
-        oldest = from_db_time(self._rows(sql, params)[0][0])
-        return timedelta(0) if oldest is None else max(timedelta(0), now - oldest)
+    def lags(self, now: datetime) -> dict[str, timedelta]:
+        """Per queue with ready jobs, how long its oldest ready job has waited past its scheduled time."""
+        sql = f"SELECT queue, min(scheduled_at) FROM jobs WHERE {_READY} AND scheduled_at <= {self.p} GROUP BY queue"
+        return {queue: max(timedelta(0), now - from_db_time(oldest))  # type: ignore[operator]
+                for queue, oldest in self._rows(sql, (to_db_time(now),))}
 
     def minute(self, column: str) -> str:
         """SQL truncating a stored instant to its minute; the value's text starts ``YYYY-MM-DD HH:MM``."""
@@ -220,14 +235,14 @@ class PortableQueries:
         now = clock.now()
         ts, p = to_db_time(now), self.p
         running = self.running_by_queue()
-        rows = []
-        for name in sorted(set(self.ready_queues()) | set(running)):
-            rows.append(QueueRow(
-                queue=name,
-                ready=self.count(f"{_READY} AND queue = {p} AND scheduled_at <= {p}", (name, ts)),
-                scheduled_ahead=self.count(f"{_READY} AND queue = {p} AND scheduled_at > {p}", (name, ts)),
-                running=Count(value=running.get(name, 0)), lag=self.lag(now, name)))
-        return rows
+        names = sorted(set(self.ready_queues()) | set(running))
+        found = self.counts([c for name in names for c in (
+            (f"{_READY} AND queue = {p} AND scheduled_at <= {p}", (name, ts)),
+            (f"{_READY} AND queue = {p} AND scheduled_at > {p}", (name, ts)))])
+        lags = self.lags(now)
+        return [QueueRow(queue=name, ready=found[2 * i], scheduled_ahead=found[2 * i + 1],
+                         running=Count(value=running.get(name, 0)), lag=lags.get(name, timedelta(0)))
+                for i, name in enumerate(names)]
 
     # -- jobs --------------------------------------------------------------------
 
@@ -301,29 +316,37 @@ class PostgresQueries(PortableQueries):
     def minute(self, column: str) -> str:
         return f"date_trunc('minute', {column})"  # a timestamptz in the session's zone, UTC (the driver sets it)
 
-    def lag(self, now: datetime, queue: str | None = None) -> timedelta:
-        """The oldest ready job through the claim index (queue, priority, scheduled_at, id), without
-        reading all of it: a skip scan visits each (queue, priority) pair once, and the pair's first
-        entry is its earliest ``scheduled_at``. Tens of index probes instead of every claimable row."""
-        only = " AND queue = %s" if queue is not None else ""
+    def lags(self, now: datetime) -> dict[str, timedelta]:
+        """Through the claim index (queue, priority, scheduled_at, id) without reading all of it: a
+        skip scan visits each (queue, priority) pair once, and the pair's first entry is its
+        earliest ``scheduled_at``. Tens of index probes instead of every claimable row."""
         sql = (f"WITH RECURSIVE pairs AS ("
-               f" (SELECT queue, priority FROM jobs WHERE {_READY}{only} ORDER BY queue, priority LIMIT 1)"
+               f" (SELECT queue, priority FROM jobs WHERE {_READY} ORDER BY queue, priority LIMIT 1)"
                f" UNION ALL SELECT nxt.queue, nxt.priority FROM pairs CROSS JOIN LATERAL ("
-               f"  SELECT queue, priority FROM jobs WHERE {_READY}{only}"
+               f"  SELECT queue, priority FROM jobs WHERE {_READY}"
                f"  AND (queue, priority) > (pairs.queue, pairs.priority) ORDER BY queue, priority LIMIT 1) nxt)"
-               f" SELECT min(head.at) FROM pairs CROSS JOIN LATERAL ("
+               f" SELECT pairs.queue, min(head.at) FROM pairs CROSS JOIN LATERAL ("
                f"  SELECT scheduled_at AS at FROM jobs WHERE {_READY} AND queue = pairs.queue"
-               f"  AND priority = pairs.priority ORDER BY scheduled_at LIMIT 1) head WHERE head.at <= %s")
-        params = [queue, queue] if queue is not None else []
-        oldest = from_db_time(self._rows(sql, [*params, to_db_time(now)])[0][0])
-        return timedelta(0) if oldest is None else max(timedelta(0), now - oldest)
+               f"  AND priority = pairs.priority ORDER BY scheduled_at LIMIT 1) head WHERE head.at <= %s"
+               f" GROUP BY pairs.queue")
+        return {queue: max(timedelta(0), now - from_db_time(oldest))  # type: ignore[operator]
+                for queue, oldest in self._rows(sql, (to_db_time(now),))}
 
-    def estimate(self, where: str, params: tuple[Any, ...]) -> Count:
-        plan = self._rows(f"EXPLAIN (FORMAT JSON) SELECT 1 FROM jobs WHERE {where}", params)[0][0]
-        if isinstance(plan, str):
-            plan = json.loads(plan)
-        rows = int(plan[0]["Plan"]["Plan Rows"])
-        return Count(value=max(rows, EXACT_CAP), exact=False)
+    def estimates(self, conditions: list[tuple[str, tuple[Any, ...]]]) -> list[Count]:
+        """The planner's row estimates: one ``EXPLAIN`` of a ``UNION ALL`` with a branch per condition
+        (one round trip); one ``EXPLAIN`` each if the plan is not a plain Append of those branches."""
+        if len(conditions) > 1:
+            sql = " UNION ALL ".join(f"SELECT 1 FROM jobs WHERE {where}" for where, _ in conditions)
+            top = self._plan(sql, [p for _, params in conditions for p in params])
+            branches = top.get("Plans", [])
+            if top["Node Type"] == "Append" and len(branches) == len(conditions):
+                return [Count(value=max(int(b["Plan Rows"]), EXACT_CAP), exact=False) for b in branches]
+        return [Count(value=max(int(self._plan(f"SELECT 1 FROM jobs WHERE {where}", params)["Plan Rows"]),
+                                EXACT_CAP), exact=False) for where, params in conditions]
+
+    def _plan(self, sql: str, params: list[Any] | tuple[Any, ...]) -> dict[str, Any]:
+        plan = self._rows(f"EXPLAIN (FORMAT JSON) {sql}", params)[0][0]
+        return (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]  # type: ignore[no-any-return]
 
 
 def _job_row(row: tuple[Any, ...]) -> JobRow:
