@@ -387,3 +387,24 @@ def test_a_stalled_client_does_not_hold_the_dashboard(db: flywheel.Database, mon
             assert Browserless(app.url).get("/schedules")[0] == 200  # served once the idle one times out
         finally:
             idle.close()
+
+
+def test_the_chart_caches_ended_minutes_and_refreshes_them_in_the_background(db: flywheel.Database,
+                                                                           clock: flywheel.FixedClock) -> None:
+    registry = flaky_registry({})
+    start = clock.now()
+    flywheel.Client(db, registry=registry).enqueue("ok", {})
+    run_all(db, registry)  # finalised at `start`, under the fixed clock
+    q = queries_for(db)
+
+    def finished_at(now: Any, minute: Any) -> dict[str, int]:
+        return dict(q.throughput(now))[minute]
+
+    minute = start.replace(second=0, microsecond=0)
+    later = start + timedelta(minutes=2)
+    assert finished_at(later, minute) == {"succeeded": 1}  # fills the cache up to `later`'s minute
+    flywheel.delete_finished_jobs(db, start + timedelta(seconds=1))
+    assert finished_at(later, minute) == {"succeeded": 1}  # an ended minute is served from the cache
+    stale = later + queries.CHART_REFRESH + timedelta(minutes=1)
+    finished_at(stale, minute)  # starts the background refresh
+    wait_for(lambda: finished_at(stale, minute) == {}, what="the refreshed chart")

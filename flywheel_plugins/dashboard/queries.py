@@ -13,6 +13,7 @@ PostgreSQL accept it; the two differences (minute buckets, estimates) are method
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from datetime import datetime, timedelta
@@ -27,11 +28,13 @@ from flywheel.models import CLAIMABLE_SQL, from_db_time, to_db_time
 if TYPE_CHECKING:
     from flywheel.db import Database
 
+log = logging.getLogger("flywheel.dashboard")
+
 #: Below this many rows a count is exact; at it, PostgreSQL's estimate takes over.
 EXACT_CAP = 1000
 #: Minutes of history in the throughput chart.
 CHART_MINUTES = 60
-#: How long the chart's finished minutes are reused before they are read again.
+#: Age of the chart's cached minutes after which a background thread reads the hour again.
 CHART_REFRESH = timedelta(minutes=5)
 #: Jobs a queue-filtered page looks through past its cursor (see :meth:`PortableQueries.jobs`).
 SEARCH_WINDOW = 20_000
@@ -112,6 +115,8 @@ class PortableQueries:
         self.db = db
         self.p = db.pw.param
         self._lock = threading.Lock()
+        self._chart_lock = threading.Lock()
+        self._refreshing = False
         self._chart: tuple[datetime, dict[str, dict[str, int]]] | None = None
         self._menus: tuple[float, tuple[list[str], list[str]]] | None = None
 
@@ -178,17 +183,21 @@ class PortableQueries:
         """Jobs finalised per minute by final state over the last :data:`CHART_MINUTES` minutes, oldest first.
 
         Read from ``jobs.finalized_at`` (indexed) rather than ``job_runs``, which has no index on
-        time. Minutes that have ended are cached for :data:`CHART_REFRESH`: a request reads only
-        the rows finalised since the cache was filled, a few hundred instead of an hour's worth.
+        time. The minutes that have ended are cached: a request reads only the rows finalised
+        since the cache was filled, a few hundred instead of an hour's worth. Once the cache is
+        older than :data:`CHART_REFRESH` a background thread reads the hour again, so no request
+        waits for that; only the first one (or the first after an idle hour) reads it in line.
         """
         end = now.replace(second=0, microsecond=0)
         start = end - timedelta(minutes=CHART_MINUTES - 1)
-        with self._lock:
+        with self._chart_lock:  # concurrent first requests share one full read
             cached = self._chart
-        if cached is None or not start <= cached[0] <= end or now - cached[0] > CHART_REFRESH:
-            cached = (end, self._buckets(start, end))
-            with self._lock:
-                self._chart = cached
+            if cached is None or not start <= cached[0] <= end:
+                cached = self._chart = (end, self._buckets(start, end))
+            elif now - cached[0] > CHART_REFRESH and not self._refreshing:
+                self._refreshing = True
+                threading.Thread(target=self._refresh_chart, args=(start, end), daemon=True,
+                                 name="flywheel-dashboard-chart").start()
         buckets = dict(cached[1])
         for key, counts in self._buckets(cached[0], None).items():
             buckets[key] = counts
@@ -197,6 +206,18 @@ class PortableQueries:
             at = start + timedelta(minutes=i)
             series.append((at, buckets.get(at.strftime("%Y-%m-%d %H:%M"), {})))
         return series
+
+    def _refresh_chart(self, start: datetime, end: datetime) -> None:
+        try:
+            fresh = (end, self._buckets(start, end))
+            with self._chart_lock:
+                self._chart = fresh
+        except Exception:  # the next request tries again; the page keeps the older minutes meanwhile
+            log.exception("flywheel: dashboard chart refresh failed")
+        finally:
+            self._refreshing = False
+            if not self.db.pw.is_closed():
+                self.db.pw.close()  # this thread's own connection
 
     def _buckets(self, start: datetime, end: datetime | None) -> dict[str, dict[str, int]]:
         """Counts by minute and state of the jobs finalised in ``[start, end)``."""

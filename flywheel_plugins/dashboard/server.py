@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import flywheel
+from flywheel import clock
 from flywheel.errors import JobNotFound, JobTerminal, PeriodicNotFound
 from flywheel_plugins.dashboard import markup, pages
 from flywheel_plugins.dashboard.queries import queries_for
@@ -112,7 +113,15 @@ class Dashboard:
         self.guard.port = self.port
         self._thread = threading.Thread(target=self._server.serve_forever, name="flywheel-dashboard", daemon=True)
         self._thread.start()
+        self._server.pool.submit(self._warm)
         log.info("flywheel: dashboard on %s (%s)", self.url, self.guard.mode)
+
+    def _warm(self) -> None:
+        """Fill the chart's cache before anyone asks (on a pool thread, which keeps the connection)."""
+        try:
+            self.queries.throughput(clock.now())
+        except Exception:  # an unreachable or unmigrated database: the pages will say so
+            log.debug("flywheel: dashboard warm-up failed", exc_info=True)
 
     def stop(self) -> None:
         if self._server is not None:
