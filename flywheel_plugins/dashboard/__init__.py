@@ -6,14 +6,29 @@ cancel, enable/disable a schedule. Standard library only; see docs/dashboard.md.
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from flywheel.plugins import hookimpl
-from flywheel_plugins.dashboard.server import DEFAULT_BIND, Dashboard
+
+if TYPE_CHECKING:
+    from flywheel_plugins.dashboard.server import Dashboard
 
 __all__ = ["Dashboard", "flywheel_commands", "flywheel_services"]
+
+#: the server module (and the database layer under it) loads on first use, so that every
+#: other ``flywheel`` command starts without it
+DEFAULT_BIND = "127.0.0.1:8787"
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Dashboard":
+        from flywheel_plugins.dashboard.server import Dashboard
+
+        return Dashboard
+    return importlib.import_module(f"{__name__}.{name}")
 
 
 def _database(ctx: click.Context, url: str | None) -> Any:
@@ -47,6 +62,8 @@ def dashboard(ctx: click.Context, bind: str, read_only: bool, url: str | None) -
     Bound beyond loopback the dashboard is read-only unless FLYWHEEL_DASHBOARD_TOKEN is
     set; then actions need that token.
     """
+    from flywheel_plugins.dashboard.server import Dashboard
+
     try:
         app = Dashboard(_database(ctx, url), bind, read_only=read_only)
     except ValueError as exc:
@@ -73,4 +90,6 @@ def flywheel_services(node: Any) -> Dashboard | None:
     bind = getattr(settings, "bind", None)
     if not bind:
         return None
+    from flywheel_plugins.dashboard.server import Dashboard
+
     return Dashboard(node.db, str(bind), read_only=bool(getattr(settings, "read_only", False)))

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("flywheel.dashboard")
 
-DEFAULT_BIND = "127.0.0.1:8787"
+from flywheel_plugins.dashboard import DEFAULT_BIND  # noqa: E402 - defined once, in the light package module
 WORKERS = 4
 _MAX_FORM = 16 * 1024
 _HEADERS = {
