@@ -17,6 +17,7 @@ import pluggy
 from flywheel.db import DEFAULT_URL
 from flywheel.errors import FlywheelError
 from flywheel.plugins import DISABLE_ENV, disabled_from_env, make_plugin_manager
+from flywheel.redact import scrub_url_secrets
 
 
 class State:
@@ -70,6 +71,17 @@ def _preparse_disabled(argv: list[str]) -> list[str]:
     return names
 
 
+def _preparse_url(argv: list[str]) -> str | None:
+    """The ``--db`` URL of ``argv`` (or its environment variable), to scrub its password from errors."""
+    url = os.environ.get("FLYWHEEL_DATABASE_URL")
+    for index, arg in enumerate(argv):
+        if arg == "--db" and index + 1 < len(argv):
+            url = argv[index + 1]
+        elif arg.startswith("--db="):
+            url = arg.split("=", 1)[1]
+    return url
+
+
 def main(argv: list[str] | None = None, prog_name: str = "flywheel") -> None:
     """Entry point of the console script and ``python -m flywheel``."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -90,10 +102,11 @@ def main(argv: list[str] | None = None, prog_name: str = "flywheel") -> None:
         if verbose:
             raise
         message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
-        click.echo(f"flywheel: error: {message}", err=True)
+        click.echo(f"flywheel: error: {scrub_url_secrets(message, _preparse_url(args))}", err=True)
         sys.exit(1)
     except Exception as exc:  # noqa: BLE001
         if verbose or os.environ.get("FLYWHEEL_TRACEBACK"):
             raise
-        click.echo(f"flywheel: error: {type(exc).__name__}: {exc} (re-run with -v for details)", err=True)
+        message = scrub_url_secrets(str(exc), _preparse_url(args))
+        click.echo(f"flywheel: error: {type(exc).__name__}: {message} (re-run with -v for details)", err=True)
         sys.exit(1)
