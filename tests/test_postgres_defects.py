@@ -30,7 +30,7 @@ from flywheel.clock import SystemClock
 from flywheel.plugins import make_plugin_manager
 from flywheel.redact import redact_url
 from flywheel_plugins.postgres import PostgresDriver
-from tests.conftest import PG_URL, _pg_admin, require_pg
+from tests.conftest import _pg_admin, require_pg
 from tests.helpers import run_rows, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -289,6 +289,25 @@ def test_defect_7_an_injected_clock_still_drives_the_postgres_sweep(pg_schema_ur
     db.close()
 
 
+def test_defect_7_nodes_ahead_or_behind_claim_and_release_by_the_database_clock(pg_schema_url: str) -> None:
+    """A node a minute behind still sees a job due now; one a minute ahead that releases a job
+    at shutdown makes it due now, not in a minute; and the lease is a duration on the database's clock."""
+    db = flywheel.connect(pg_schema_url)
+    flywheel.migrate(db)
+    job_id = flywheel.Client(db).enqueue("k", {})
+    behind, ahead = SkewedWallClock(timedelta(seconds=-60)), SkewedWallClock(timedelta(seconds=60))
+    with flywheel.use_clock(behind):
+        (claimed,) = db.driver.claim(db, _request(behind.now(), 30))
+    assert claimed.id == job_id
+    db_now = db.pw.execute_sql("SELECT now()").fetchone()[0]
+    assert db.Job.get_by_id(job_id).leased_until > db_now + timedelta(seconds=25)  # not 35 s in the past
+    with flywheel.use_clock(ahead):
+        assert db.driver.release_leases(db, [(job_id, claimed.lease_token)], ahead.now()) == 1
+    (again,) = db.driver.claim(db, _request(flywheel.clock.now(), 30))  # a node on true time takes it at once
+    assert again.id == job_id and again.attempt == 2
+    db.close()
+
+
 def _request(now: datetime, lease_s: float) -> Any:
     from flywheel.driver import ClaimRequest
 
@@ -417,13 +436,12 @@ def test_defect_10_a_stopping_scheduler_leaves_the_runners_listen_connection_alo
     runner_thread.start()
     wait_for(lambda: db.driver._listener is not None and db.driver._listener.is_alive(), what="the LISTEN thread")
     listener = db.driver._listener
-    time.sleep(0.2)  # let the runner settle into its wait on the listener
 
     scheduler = Scheduler(db, tick_interval=0.05, sweep_interval=0.05)
     stop = threading.Event()
     sched_thread = threading.Thread(target=scheduler.run, args=(stop,), daemon=True)
     sched_thread.start()
-    time.sleep(0.3)  # a few passes of every activity
+    wait_for(lambda: scheduler._leading is not None, what="the scheduler's first pass")
     stop.set()
     sched_thread.join(10)
     assert not sched_thread.is_alive()

@@ -7,6 +7,7 @@ import contextlib
 import re
 import select
 from typing import TYPE_CHECKING, Any
+
 import peewee
 
 from flywheel.errors import FlywheelError
