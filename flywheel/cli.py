@@ -9,6 +9,7 @@ every command imports what it needs when it runs.
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ import click
 import pluggy
 
 from flywheel.plugins import DISABLE_ENV, disabled_from_env, make_plugin_manager
+from flywheel.redact import scrub_url_secrets
 
 if TYPE_CHECKING:
     from flywheel.config import Config, LoadedConfig
@@ -140,6 +142,17 @@ def _preparse_disabled(argv: list[str]) -> list[str]:
     return names
 
 
+def _preparse_url(argv: list[str]) -> str | None:
+    """The ``--db`` URL of ``argv`` (or its environment variable), to scrub its password from errors."""
+    url = os.environ.get("FLYWHEEL_DATABASE_URL")
+    for index, arg in enumerate(argv):
+        if arg == "--db" and index + 1 < len(argv):
+            url = argv[index + 1]
+        elif arg.startswith("--db="):
+            url = arg.split("=", 1)[1]
+    return url
+
+
 def _verbose(argv: list[str]) -> bool:
     return any(a == "--verbose" or (a.startswith("-v") and set(a[1:]) == {"v"}) for a in argv)
 
@@ -160,12 +173,16 @@ class FlywheelGroup(click.Group):
         except click.exceptions.Exit as exc:
             sys.exit(exc.exit_code)
         except BaseException as exc:  # noqa: BLE001 - every failure becomes one line and an exit status
-            fail(exc, verbose=_verbose(argv))
+            fail(exc, verbose=_verbose(argv), url=_preparse_url(argv))
         sys.exit(0)
 
 
-def fail(exc: BaseException, *, verbose: bool) -> None:
-    """Print one line for ``exc`` on stderr (a traceback first under ``-v``) and exit with its status."""
+def fail(exc: BaseException, *, verbose: bool, url: str | None = None) -> None:
+    """Print one line for ``exc`` on stderr (a traceback first under ``-v``) and exit with its status.
+
+    Both pass through :func:`~flywheel.redact.scrub_url_secrets`: a password given in ``url``
+    (``--db`` or ``FLYWHEEL_DATABASE_URL``) never reaches the terminal, even from a malformed URL.
+    """
     if isinstance(exc, SystemExit):
         raise exc
     if isinstance(exc, (click.exceptions.Abort, KeyboardInterrupt)):
@@ -173,8 +190,8 @@ def fail(exc: BaseException, *, verbose: bool) -> None:
         sys.exit(130)
     code, message = describe_error(exc)
     if verbose:
-        click.echo("".join(traceback.format_exception(exc)).rstrip(), err=True)
-    click.echo(f"flywheel: error: {message}", err=True)
+        click.echo(scrub_url_secrets("".join(traceback.format_exception(exc)).rstrip(), url), err=True)
+    click.echo(f"flywheel: error: {scrub_url_secrets(message, url)}", err=True)
     sys.exit(code)
 
 
@@ -186,7 +203,7 @@ def main(argv: list[str] | None = None, prog_name: str = "flywheel", *,
         manager = pm if pm is not None else make_plugin_manager(disabled=_preparse_disabled(args))
         cli = build_cli(manager)
     except BaseException as exc:  # noqa: BLE001 - a plugin that fails to load is one line too
-        fail(exc, verbose=_verbose(args))
+        fail(exc, verbose=_verbose(args), url=_preparse_url(args))
     cli.main(args=args, prog_name=prog_name)
 
 

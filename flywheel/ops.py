@@ -214,18 +214,27 @@ def delete_finished_jobs(db: Database, older_than: datetime, *, batch_size: int 
     One transaction per batch (runs first, then jobs); a live job is never touched. Each
     batch takes the oldest finalised jobs through the ``jobs_finalized`` index, so no
     batch scans or sorts the table. Returns the number of jobs deleted.
+
+    Where the database has row locks the batch is locked as it is selected (``FOR UPDATE SKIP
+    LOCKED``): a ``retry_job`` racing the batch either waits for it (and finds the job gone)
+    or holds the row first (and the batch skips it), so a revived job never loses its runs.
+    Both deletes re-check that the job is still terminal.
     """
     require_aware(older_than, "older_than")
     Job, Run = db.Job, db.JobRun
     deleted = 0
     while True:
         with db.atomic():
-            ids = [r[0] for r in Job.select(Job.id).where(
+            query = Job.select(Job.id).where(
                 Job.finalized_at.is_null(False), Job.finalized_at < older_than, Job.state.in_(_TERMINAL)
-            ).order_by(Job.finalized_at).limit(batch_size).tuples()]
+            ).order_by(Job.finalized_at).limit(batch_size)
+            if getattr(db.pw, "for_update", False):
+                query = query.for_update(skip_locked=True)
+            ids = [r[0] for r in query.tuples()]
             if not ids:
                 return deleted
-            Run.delete().where(Run.job_id.in_(ids)).execute()
+            still_terminal = Job.select(Job.id).where(Job.id.in_(ids), Job.state.in_(_TERMINAL))
+            Run.delete().where(Run.job_id.in_(still_terminal)).execute()
             deleted += Job.delete().where(Job.id.in_(ids), Job.state.in_(_TERMINAL)).execute()
         if len(ids) < batch_size:
             return deleted

@@ -16,6 +16,7 @@ they are safe to run concurrently anyway (periodic fires dedupe on their unique 
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import threading
@@ -209,7 +210,11 @@ class Scheduler:
                                  extra={"action": "maintenance_skipped", "activity": name,
                                         "consecutive_skips": skips, "interval": format_duration(interval)})
         finally:
-            self.db.close()  # this thread's connection
+            # This thread's connection only: db.close() would also close the driver's shared
+            # connections (the runners' LISTEN connection), which the scheduler does not own.
+            with contextlib.suppress(Exception):
+                if not self.db.pw.is_closed():
+                    self.db.pw.close()
 
     def _pass(self, name: str, work: Callable[[], Any], gated: bool) -> None:
         try:

@@ -482,7 +482,13 @@ active = false
 
 
 def test_serve_without_any_worker_refuses_to_start(db_url: str, isolated: Path) -> None:
-    run = make_run(db_url, make_plugin_manager(disabled=["logging"]))
+    import flywheel_plugins.cli
+    import flywheel_plugins.postgres
+    import flywheel_plugins.sqlite
+
+    # no installed plugin that registers workers (the built-in exec/shell/... ones, an example's)
+    drivers_and_commands = [flywheel_plugins.sqlite, flywheel_plugins.postgres, flywheel_plugins.cli]
+    run = make_run(db_url, make_plugin_manager(load_entrypoints=False, plugins=drivers_and_commands))
     failed(run("serve"), 2, "runtime.app", "no workers to run")
 
 

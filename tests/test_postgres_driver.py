@@ -345,8 +345,11 @@ def test_claim_orders_leases_and_writes_started_runs_in_one_round_trip(
     real = postgres._execute
     monkeypatch.setattr(postgres.driver, "_execute", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
     request = request_for(("default",), limit=10)
+    before = pg.pw.execute_sql("SELECT clock_timestamp()").fetchone()[0]
+    calls.clear()
     claimed = pg.driver.claim(pg, request)
     assert len(calls) == 1  # one statement, one round trip
+    after = pg.pw.execute_sql("SELECT clock_timestamp()").fetchone()[0]
     assert [j.id for j in claimed] == [ids["early-high"], ids["late-high"], ids["early-low"]]
     assert [j.run_id for j in claimed] == list(request.run_ids[:3])
     assert all(j.attempt == 1 and j.lease_token == request.lease_token for j in claimed)
@@ -354,7 +357,9 @@ def test_claim_orders_leases_and_writes_started_runs_in_one_round_trip(
     rows = {r["id"]: r for r in pg.Job.select().dicts()}
     for job in claimed:
         assert rows[job.id]["state"] == "running" and rows[job.id]["lease_token"] == request.lease_token
-        assert rows[job.id]["leased_until"] == request.lease_until
+        # the lease runs on the database's clock (the default SystemClock is in scope)
+        lease = request.lease_until - request.now
+        assert before + lease <= rows[job.id]["leased_until"] <= after + lease
     runs = list(pg.JobRun.select().order_by(pg.JobRun.job_id).dicts())
     assert sorted((r["id"], r["job_id"], r["outcome"], r["attempt"], r["executor_id"]) for r in runs) == sorted(
         (j.run_id, j.id, "started", 1, "test:1") for j in claimed)
@@ -770,7 +775,9 @@ def test_a_finalize_group_keeps_the_kernel_semantics(pg: flywheel.Database) -> N
     # a sweep's verdict on a superseded attempt stands
     client.insert(Noop(9))
     (lost,) = pg.driver.claim(pg, request_for(limit=1))
-    pg.driver.sweep(pg, flywheel.clock.now() + timedelta(minutes=1))
+    # (looking from a minute ahead takes an injected clock: the system clock defers to the database's)
+    with flywheel.use_clock(flywheel.FixedClock(flywheel.clock.now() + timedelta(minutes=1))):
+        pg.driver.sweep(pg, flywheel.clock.now())
     (result,) = pg.driver.finalize(pg, [plan_for(lost)])
     assert result.superseded
     assert pg.JobRun.get_by_id(lost.run_id).outcome == "crashed"
@@ -782,11 +789,19 @@ def test_renewing_leases_is_fenced_by_token(pg: flywheel.Database) -> None:
         client.insert(Noop(i))
     jobs = pg.driver.claim(pg, request_for(limit=3))
     flywheel.cancel_job(pg, jobs[0].id)
-    until = flywheel.clock.now() + timedelta(minutes=10)
-    held = pg.driver.renew_leases(pg, [(j.id, j.lease_token) for j in jobs] + [(jobs[1].id, "wrong")], until,
-                                  flywheel.clock.now())
+    now = flywheel.clock.now()
+    before = pg.pw.execute_sql("SELECT clock_timestamp()").fetchone()[0]
+    held = pg.driver.renew_leases(pg, [(j.id, j.lease_token) for j in jobs] + [(jobs[1].id, "wrong")],
+                                  now + timedelta(minutes=10), now)
+    after = pg.pw.execute_sql("SELECT clock_timestamp()").fetchone()[0]
     assert held == {jobs[1].id, jobs[2].id}
-    assert pg.Job.get_by_id(jobs[1].id).leased_until == until
+    # the renewed lease runs ten minutes on the database's clock (the system clock is in scope) ...
+    assert before + timedelta(minutes=10) <= pg.Job.get_by_id(jobs[1].id).leased_until <= after + timedelta(minutes=10)
+    # ... and on an injected clock's, when a test injects one
+    with flywheel.use_clock(flywheel.FixedClock(datetime(2030, 1, 1, tzinfo=UTC))) as fixed:
+        until = fixed.now() + timedelta(minutes=10)
+        assert pg.driver.renew_leases(pg, [(jobs[2].id, jobs[2].lease_token)], until, fixed.now()) == {jobs[2].id}
+    assert pg.Job.get_by_id(jobs[2].id).leased_until == until
 
 
 # -- maintenance ----------------------------------------------------------------------------
@@ -804,12 +819,16 @@ def test_the_sweep_skips_rows_another_transaction_holds(pg: flywheel.Database) -
         cur.execute(f"SET search_path = {schema_of(pg)}")
         cur.execute("SELECT id FROM jobs WHERE id = %s FOR UPDATE", (jobs[0].id,))
     started = time.monotonic()
-    result = pg.driver.sweep(pg, later, batch_size=2)
+    try:
+        with flywheel.use_clock(flywheel.FixedClock(later)):  # looks from a minute ahead
+            result = pg.driver.sweep(pg, later, batch_size=2)
+    finally:
+        locker.rollback()
+        locker.close()
     assert time.monotonic() - started < 2  # did not wait for the lock
     assert (result.reclaimed, result.discarded) == (1, 1)
-    locker.rollback()
-    locker.close()
-    assert pg.driver.sweep(pg, later).reclaimed == 1
+    with flywheel.use_clock(flywheel.FixedClock(later)):
+        assert pg.driver.sweep(pg, later).reclaimed == 1
     states = {r["id"]: r["state"] for r in pg.Job.select().dicts()}
     assert states == {jobs[0].id: "available", jobs[1].id: "available", jobs[2].id: "discarded"}
     assert {r["outcome"] for r in pg.JobRun.select().dicts()} == {"crashed"}

@@ -14,9 +14,13 @@ What PostgreSQL does better than the portable peewee defaults in :mod:`flywheel.
 * **Connections heal**: one connection per thread (peewee's thread-local state); a connection
   whose server side went away (``pg_terminate_backend``, a restart) is noticed before it is
   used and replaced; ``statement_timeout``, TCP keepalives and ``tcp_user_timeout`` keep a
-  half-open socket from hanging a runner. Passwords never reach a log line or an error.
+  half-open socket from hanging a runner. Passwords never reach a log line or an error, even
+  from a malformed URL (:mod:`flywheel.redact`).
 * **Finalisation** of a group of attempts is one statement (two with follow-ups), fenced by
   lease token exactly like :meth:`flywheel.driver.Driver._finalize_one`.
+* **One clock**: leases, due times and the sweep go by the database's ``now()`` (nodes' clocks
+  disagree; one running ahead must not reclaim the others' live jobs), unless a test has
+  injected a non-system clock (see :func:`.driver.uses_db_clock`).
 * **Maintenance**: the sweep locks its batch with ``SKIP LOCKED``; :meth:`singleton` is a
   session advisory lock on a dedicated connection; ``migrate`` runs under a transaction-level
   advisory lock (nodes starting together do not race) and sets ``jobs``' storage parameters.

@@ -7,11 +7,11 @@ import contextlib
 import re
 import select
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import peewee
 
 from flywheel.errors import FlywheelError
+from flywheel.redact import UrlSecrets, redact_url
 
 if TYPE_CHECKING:
     from flywheel.db import Database
@@ -59,39 +59,19 @@ def _psycopg2() -> Any:
 # -- URLs, secrets and connection parameters -------------------------------------------------
 
 
-def hide_password(url: str) -> str:
-    """``url`` with the password (in the authority or a ``password=`` parameter) shown as ``***``."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return re.sub(r"//[^@/]*@", "//***@", url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hosts = netloc.rpartition("@")
-        if ":" in userinfo:
-            userinfo = userinfo.split(":", 1)[0] + ":***"
-        netloc = f"{userinfo}@{hosts}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        if any(k == "password" for k, _ in pairs):
-            query = urlencode([(k, "***" if k == "password" else v) for k, v in pairs], safe="*-=%/")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+#: ``url`` with any password shown as ``***`` (kept under its old name; see :mod:`flywheel.redact`).
+hide_password = redact_url
 
 
-def _secrets_of(url: str) -> list[str]:
-    """Every spelling of the URL's password that an error message could echo."""
-    secrets: set[str] = set()
-    with contextlib.suppress(ValueError):
-        parts = urlsplit(url)
-        userinfo = parts.netloc.rpartition("@")[0]
-        if ":" in userinfo:
-            raw = userinfo.split(":", 1)[1]
-            secrets.update((raw, unquote(raw)))
-        for key, value in parse_qsl(parts.query, keep_blank_values=True):
-            if key == "password":
-                secrets.update((value, quote(value, safe="")))
-    return sorted((s for s in secrets if s), key=len, reverse=True)
+def _unencoded_at(url: str) -> bool:
+    """Whether the authority libpq reads (up to the first ``/``) holds more than one ``@``.
+
+    libpq ends the user info at the first ``@``, so an unencoded ``@`` in a password makes the
+    rest of the password part of the host name: a connection that can never work, and a
+    host-name error that would quote the password's tail.
+    """
+    rest = url.partition("//")[2]
+    return rest.split("/", 1)[0].split("?", 1)[0].count("@") > 1
 
 
 def _merge_options(options: str | None, defaults: dict[str, str]) -> str:
@@ -102,17 +82,8 @@ def _merge_options(options: str | None, defaults: dict[str, str]) -> str:
     return " ".join(part for part in (options.strip(), *extra) if part)
 
 
-class _Secrets:
-    """Scrubs a URL's password from text (error messages, log lines)."""
-
-    def __init__(self, url: str) -> None:
-        self._secrets = _secrets_of(url)
-
-    def scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        # libpq never echoes a password today; if a future one quotes a conninfo, hide it too.
-        return re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", text)
+class _Secrets(UrlSecrets):
+    """Scrubs a URL's password from text (:class:`flywheel.redact.UrlSecrets`) and from exceptions."""
 
     def error(self, exc: BaseException, kind: type[Exception] = peewee.OperationalError) -> Exception:
         """A new exception of ``kind`` carrying ``exc``'s scrubbed message and nothing else of it."""
@@ -129,13 +100,16 @@ def connection_params(url: str) -> dict[str, Any]:
     psycopg2 = _psycopg2()
     secrets = _Secrets(url)
     dsn = "postgresql" + url[url.index(":") :] if url.lower().startswith("postgres:") else url
+    if _unencoded_at(url):
+        raise ValueError(f"flywheel: malformed PostgreSQL URL {secrets.display}: the user name or password "
+                         "holds an unencoded '@' (percent-encode it as %40)")
     failure: str | None = None
     try:
         params: dict[str, Any] = dict(psycopg2.extensions.parse_dsn(dsn))
-    except psycopg2.Error as exc:  # libpq quotes pieces of a malformed conninfo: scrub them
-        failure = secrets.scrub(" ".join(str(exc).split()))
+    except psycopg2.Error as exc:  # libpq quotes the malformed URL, or pieces of it: scrub them
+        failure = secrets.scrub(" ".join(str(exc).replace(dsn, url).split()))
     if failure is not None:
-        raise ValueError(f"flywheel: malformed PostgreSQL URL {hide_password(url)}: {failure}")
+        raise ValueError(f"flywheel: malformed PostgreSQL URL {secrets.display}: {failure}")
     for key, value in CONNECTION_DEFAULTS.items():
         params.setdefault(key, value)
     params["options"] = _merge_options(params.get("options"), SESSION_DEFAULTS)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import peewee
 
+from flywheel.clock import SystemClock, current_clock
 from flywheel.driver import ClaimedJob, ClaimRequest, Driver, FinalizePlan, FinalizeResult, Singleton, SweepResult
 from flywheel.models import to_db_time
 from flywheel_plugins.postgres.bulk import _CONVERTERS, COPY_MIN_ROWS, COPY_PIECE, _copy_text, _default
@@ -33,12 +34,12 @@ from flywheel_plugins.postgres.locks import AdvisoryLock, _lock_key
 from flywheel_plugins.postgres.statements import (
     _FENCE_ONLY_SQL,
     _FINALIZE_SQL,
-    _RENEW_SQL,
     _RUNS_ONLY_SQL,
-    _SWEEP_SQL,
     _claimed_job,
     _plan_arrays,
     claim_sql,
+    renew_sql,
+    sweep_sql,
 )
 
 if TYPE_CHECKING:
@@ -53,6 +54,18 @@ JOBS_STORAGE_PARAMETERS = {
 }
 
 T = TypeVar("T")
+
+
+def uses_db_clock() -> bool:
+    """Whether leases, due times and the sweep go by the database's clock (``now()``) here.
+
+    They do while the clock in scope is a :class:`~flywheel.clock.SystemClock` (the default):
+    that is this node's wall clock, which may be off by any amount, and nodes whose clocks
+    disagree must not judge each other's leases by their own. A clock injected with
+    :func:`flywheel.use_clock` that is not a ``SystemClock`` (a ``FixedClock`` in tests) is
+    virtual time the caller controls, so it drives them instead, exactly as on SQLite.
+    """
+    return isinstance(current_clock(), SystemClock)
 
 
 class PostgresDriver(Driver):
@@ -331,7 +344,7 @@ class PostgresDriver(Driver):
         """
         if request.limit <= 0 or not request.queues or not request.run_ids:
             return []
-        sql, params = claim_sql(request)
+        sql, params = claim_sql(request, db_clock=uses_db_clock())
         rows = self._retry_lost(db, lambda: _execute(db, sql, params, dicts=True))
         return [_claimed_job(row, request) for row in rows]
 
@@ -342,9 +355,10 @@ class PostgresDriver(Driver):
     ) -> set[str]:
         if not leases:
             return set()
-        params = {"until": to_db_time(until), "now": to_db_time(now),
+        params = {"until": to_db_time(until), "now": to_db_time(now), "lease_s": (until - now).total_seconds(),
                   "ids": [job_id for job_id, _ in leases], "tokens": [token for _, token in leases]}
-        rows = self._retry_lost(db, lambda: _execute(db, _RENEW_SQL, params).fetchall())
+        sql = renew_sql(db_clock=uses_db_clock())
+        rows = self._retry_lost(db, lambda: _execute(db, sql, params).fetchall())
         return {row[0] for row in rows}
 
     # -- finalisation ------------------------------------------------------------------------
@@ -381,9 +395,18 @@ class PostgresDriver(Driver):
         with db.atomic():
             # SKIP LOCKED: a row another transaction holds (a finaliser committing, another
             # node's sweep) is left to it; the base _recover re-checks the lease in its UPDATEs.
-            expired = [tuple(row) for row in _execute(
-                db, _SWEEP_SQL, {"now": to_db_time(now), "limit": batch_size}).fetchall()]
-            return self._recover(db, now, expired)  # type: ignore[arg-type]
+            # On the database's clock, a lease is expired when the database says so, and the
+            # recovery is stamped (and re-checked) with that same instant.
+            rows = _execute(db, sweep_sql(db_clock=uses_db_clock()),
+                            {"now": to_db_time(now), "limit": batch_size}).fetchall()
+            at = rows[0][3] if rows else now
+            return self._recover(db, at, [tuple(row[:3]) for row in rows])  # type: ignore[misc]
+
+    def release_leases(self, db: Database, leases: Sequence[tuple[str, str]], now: datetime) -> int:
+        """As the base, but on the database's clock a released job is due by that clock's now."""
+        if leases and uses_db_clock():
+            now = self._retry_lost(db, lambda: _execute(db, "SELECT now()").fetchone()[0])
+        return super().release_leases(db, leases, now)
 
     def singleton(self, db: Database, name: str) -> Singleton:
         """A session advisory lock named ``name`` (scoped to the database's schema)."""

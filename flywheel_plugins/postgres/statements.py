@@ -39,7 +39,7 @@ WITH due AS ({due}
 ), claimed AS (
     -- Lease them: one token for the whole batch (every later write is fenced by id AND token).
     UPDATE jobs
-    SET state = 'running', attempt = jobs.attempt + 1, leased_until = %(lease_until)s::timestamptz,
+    SET state = 'running', attempt = jobs.attempt + 1, leased_until = {lease_until},
         lease_token = %(token)s, updated_at = %(now)s::timestamptz
     FROM due WHERE jobs.id = due.id
     RETURNING {returned}
@@ -69,7 +69,7 @@ SELECT * FROM numbered ORDER BY n
 _DUE_ONE_QUEUE = """
     SELECT id FROM jobs
     WHERE state IN ({claimable}) AND deleted_at IS NULL
-      AND queue = %(queue)s AND scheduled_at <= %(now)s::timestamptz{class_filter}
+      AND queue = %(queue)s AND scheduled_at <= {due_at}{class_filter}
     ORDER BY priority, scheduled_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED"""
@@ -83,7 +83,7 @@ _DUE_QUEUES = """
     CROSS JOIN LATERAL (
         SELECT id, priority, scheduled_at FROM jobs
         WHERE state IN ({claimable}) AND deleted_at IS NULL
-          AND queue = q.queue AND scheduled_at <= %(now)s::timestamptz{class_filter}
+          AND queue = q.queue AND scheduled_at <= {due_at}{class_filter}
         ORDER BY priority, scheduled_at, id
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
@@ -92,13 +92,25 @@ _DUE_QUEUES = """
     LIMIT %(limit)s"""
 
 
-def claim_sql(request: ClaimRequest) -> tuple[str, dict[str, Any]]:
-    """The claim statement and its parameters for ``request`` (also used by the EXPLAIN test)."""
+#: "Now" and a lease's end on the database's clock (:func:`claim_sql` with ``db_clock``): every
+#: node compares leases and due times with the one clock they share, whatever its own says.
+_DB_NOW = "now()"
+_DB_LEASE_END = "now() + %(lease_s)s * interval '1 second'"
+_NODE_NOW = "%(now)s::timestamptz"
+
+
+def claim_sql(request: ClaimRequest, *, db_clock: bool = False) -> tuple[str, dict[str, Any]]:
+    """The claim statement and its parameters for ``request`` (also used by the EXPLAIN test).
+
+    With ``db_clock`` the jobs due are those due by the database's clock and the lease ends
+    ``request.lease_until - request.now`` after it; otherwise both come from ``request``.
+    """
     queues = list(dict.fromkeys(request.queues))
     class_filter = "" if request.claim_any_class else "\n          AND executor_class IN (%(executor_class)s, '')"
     due = (_DUE_ONE_QUEUE if len(queues) == 1 else _DUE_QUEUES).format(
-        claimable=_CLAIMABLE, class_filter=class_filter)
-    sql = _CLAIM_SQL.format(due=due, returned=", ".join(f"jobs.{c}" for c in _CLAIM_RETURNING))
+        claimable=_CLAIMABLE, class_filter=class_filter, due_at=_DB_NOW if db_clock else _NODE_NOW)
+    sql = _CLAIM_SQL.format(due=due, returned=", ".join(f"jobs.{c}" for c in _CLAIM_RETURNING),
+                            lease_until=_DB_LEASE_END if db_clock else "%(lease_until)s::timestamptz")
     params = {
         "queue": queues[0] if queues else None,
         "queues": queues,
@@ -106,6 +118,7 @@ def claim_sql(request: ClaimRequest) -> tuple[str, dict[str, Any]]:
         # never lease more rows than there are run ids for (a row without one would be orphaned)
         "limit": min(request.limit, len(request.run_ids)),
         "lease_until": to_db_time(request.lease_until),
+        "lease_s": (request.lease_until - request.now).total_seconds(),
         "token": request.lease_token,
         "run_ids": list(request.run_ids[: request.limit]),
         "executor_class": request.executor_class,
@@ -114,12 +127,19 @@ def claim_sql(request: ClaimRequest) -> tuple[str, dict[str, Any]]:
     return sql, params
 
 
+#: Lease renewal; ``{until}`` is the node's ``%(until)s`` or, on the database's clock, ``now()``
+#: plus the lease (see :func:`renew_sql`).
 _RENEW_SQL = """
-UPDATE jobs SET leased_until = %(until)s::timestamptz, updated_at = %(now)s::timestamptz
+UPDATE jobs SET leased_until = {until}, updated_at = %(now)s::timestamptz
 FROM unnest(%(ids)s::text[], %(tokens)s::text[]) AS lease (id, token)
 WHERE jobs.id = lease.id AND jobs.state = 'running' AND jobs.lease_token = lease.token
 RETURNING jobs.id
 """
+
+
+def renew_sql(*, db_clock: bool) -> str:
+    """The renewal statement: the lease ends ``%(lease_s)s`` after the database's now, or at ``%(until)s``."""
+    return _RENEW_SQL.format(until=_DB_LEASE_END if db_clock else "%(until)s::timestamptz")
 
 #: Fenced finalisation of a group of attempts. ``plan`` unnests the arrays of
 #: :func:`_plan_arrays`; the ``jobs`` update only touches rows still running under the
@@ -167,13 +187,20 @@ _FINALIZE_SQL = (f"WITH {_PLAN_CTE.strip()},\nfenced AS ({_FENCE_SQL}\n),\n"
 _FENCE_ONLY_SQL = f"WITH {_PLAN_CTE.strip()}\n{_FENCE_SQL.strip()}"
 _RUNS_ONLY_SQL = f"WITH {_PLAN_CTE.strip()}\n{_RUNS_SQL.format(current='plan.current').strip()}"
 
+#: The sweep's batch of expired leases, locked; ``{at}`` is the node's ``%(now)s`` or the
+#: database's ``now()``, which the statement also returns (see :func:`sweep_sql`).
 _SWEEP_SQL = """
-SELECT id, attempt, max_attempts FROM jobs
-WHERE state = 'running' AND leased_until < %(now)s::timestamptz AND deleted_at IS NULL
+SELECT id, attempt, max_attempts, {at} AS swept_at FROM jobs
+WHERE state = 'running' AND leased_until < {at} AND deleted_at IS NULL
 ORDER BY leased_until
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
 """
+
+
+def sweep_sql(*, db_clock: bool) -> str:
+    """The sweep's select: leases expired by the database's clock, or by the node's ``%(now)s``."""
+    return _SWEEP_SQL.format(at=_DB_NOW if db_clock else _NODE_NOW)
 
 
 def _plan_arrays(
