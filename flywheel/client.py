@@ -12,7 +12,7 @@ from flywheel.context import request_id as current_request_id
 from flywheel.enums import ACTIVE_STATES, JobState
 from flywheel.errors import AlreadyEnqueued, MissingKind, ValidationError, translate_db_errors
 from flywheel.ids import new_id
-from flywheel.jobs import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, DEFAULT_QUEUE, InsertOpts
+from flywheel.jobs import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, DEFAULT_QUEUE, InsertOpts, check_unique_key
 from flywheel.serde import dump_args, normalise_json_payload
 
 if TYPE_CHECKING:
@@ -51,6 +51,8 @@ def build_job_row(kind: str, args_json: str, opts: InsertOpts, now: datetime) ->
         raise ValidationError("tags", "must be a list of strings")
     if opts.schedule_at is not None and not isinstance(opts.schedule_at, datetime):
         raise ValidationError("schedule_at", f"must be a datetime, not {opts.schedule_at!r}")
+    check_unique_key(opts.unique_key)
+    check_unique_key(opts.unique_active_key, "unique_active_key")
     timeout_ms = None
     if opts.timeout is not None:
         if opts.timeout.total_seconds() <= 0:

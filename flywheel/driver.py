@@ -101,6 +101,14 @@ class SweepResult:
     discarded: int
 
 
+#: From this many rows, :meth:`Driver.insert_jobs` uses ``executemany`` and the change count.
+EXECUTEMANY_MIN_ROWS = 16
+
+
+class _NotAllLanded(Exception):
+    """Raised inside the bulk insert's savepoint to roll it back (some row was skipped)."""
+
+
 class Singleton:
     """A maintenance lock; ``acquire()`` never blocks and says whether this process holds it.
 
@@ -168,27 +176,39 @@ class Driver:
     # -- producing -------------------------------------------------------------
 
     def insert_jobs(self, db: Database, rows: Sequence[dict[str, Any]]) -> set[str]:
-        """Insert ``rows`` skipping unique collisions; return the ids that landed.
+        """Insert ``rows`` skipping unique collisions; return exactly the ids that landed.
 
-        Called inside a transaction. ``rows`` hold every column and carry their own ids.
-        Ids are read back only when a row carries a unique key (otherwise all land).
+        Called inside a transaction; ``rows`` hold every column and carry their own ids. A
+        few rows go in as one multi-row ``INSERT … RETURNING id``. A batch runs one prepared
+        single-row INSERT over every row (``executemany``) inside a savepoint, and the
+        driver's change count says whether all of them landed; when some did not (a unique
+        collision), the savepoint is rolled back and the batch goes in again through
+        ``RETURNING``, which names the rows that landed. No id is ever reported for a row
+        that was not written.
         """
         if not rows:
             return set()
-        returning = any(r.get("unique_key") or r.get("unique_active_key") for r in rows)
-        cursor = db.pw.execute_sql(sql.insert_jobs(db.pw.param, len(rows), returning), sql.job_params(rows))
-        if not returning:
-            return {r["id"] for r in rows}
-        return {row[0] for row in cursor.fetchall()}
+        if len(rows) >= EXECUTEMANY_MIN_ROWS:
+            with contextlib.suppress(_NotAllLanded):
+                with db.pw.atomic():  # a savepoint: the caller's transaction is open
+                    cursor = db.pw.cursor()
+                    cursor.executemany(sql.insert_job(db.pw.param), sql.job_rows(rows))
+                    if cursor.rowcount != len(rows):
+                        raise _NotAllLanded
+                return {row["id"] for row in rows}
+        landed: set[str] = set()
+        for start in range(0, len(rows), self.chunk_size):
+            chunk = rows[start : start + self.chunk_size]
+            cursor = db.pw.execute_sql(sql.insert_jobs(db.pw.param, len(chunk), True), sql.job_params(chunk))
+            landed.update(row[0] for row in cursor.fetchall())
+        return landed
 
     def enqueue(self, db: Database, rows: Sequence[dict[str, Any]]) -> set[str]:
-        """Insert validated rows in one transaction, in chunks, and wake their runners at commit."""
-        landed: set[str] = set()
+        """Insert validated rows in one transaction and wake their runners at commit."""
         with db.atomic():
-            for start in range(0, len(rows), self.chunk_size):
-                landed |= self.insert_jobs(db, rows[start : start + self.chunk_size])
+            landed = self.insert_jobs(db, rows)
             if landed:
-                self.notify(db, {row["queue"] for row in rows})
+                self.notify(db, {row["queue"] for row in rows if row["id"] in landed})
         return landed
 
     def notify(self, db: Database, queues: set[str]) -> None:
