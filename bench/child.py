@@ -1,12 +1,15 @@
 """A runner process driven by the harness over stdin/stdout.
 
-``python -m bench.child --db URL --concurrency C [--poll-interval S] [--record-finish]``
+``python -m bench.child --db URL --concurrency C [--poll-interval S] [--record-finish [--expect N]]``
 
 It connects, builds its Runner, prints ``ready`` and waits for ``go`` on stdin, so
 imports and connection set-up are not timed. It runs until ``stop`` (or end of input),
 lets the runner finish its in-flight work, and prints ``done`` as a JSON line; with
 ``--record-finish`` that line carries, per job id, the wall-clock instant at which the
-job's finalisation had committed (taken in a ``flywheel_on_finish`` observer).
+job's finalisation had committed (taken in a ``flywheel_on_finish`` observer), and
+``started``, the instant ``go`` was read; with ``--expect N`` it prints ``drained`` once N
+jobs have finished. This is the protocol of :mod:`bench.peers.protocol`, which the peers'
+runner processes speak too.
 """
 
 from __future__ import annotations
@@ -27,12 +30,15 @@ from bench.workload import QUEUE, make_registry
 class FinishRecorder:
     """An observer plugin: when each job's finalisation committed (time.time())."""
 
-    def __init__(self) -> None:
+    def __init__(self, expect: int | None = None) -> None:
         self.finished: dict[str, float] = {}
+        self.expect = expect
 
     @flywheel.hookimpl
     def flywheel_on_finish(self, event: Any) -> None:
         self.finished[event.job_id] = time.time()
+        if self.expect is not None and len(self.finished) == self.expect:
+            print("drained", flush=True)  # --expect jobs are done (the harness then says stop)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,11 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--poll-interval", type=float, default=None, help="seconds; default: the Runner's")
     parser.add_argument("--record-finish", action="store_true")
+    parser.add_argument("--expect", type=int, default=None,
+                        help="with --record-finish: print 'drained' once this many jobs have finished")
     args = parser.parse_args(argv)
 
     recorder = None
     if args.record_finish:
-        recorder = FinishRecorder()
+        recorder = FinishRecorder(args.expect)
         register(recorder, name="bench-finish-recorder")
     db = flywheel.connect(args.db)
     options: dict[str, Any] = {"queues": (QUEUE,), "concurrency": args.concurrency}
@@ -58,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     line = sys.stdin.readline().strip()
     if line != "go":
         return 0
+    started = time.time()
     stop = threading.Event()
 
     def watch_stdin() -> None:
@@ -69,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
     threading.Thread(target=watch_stdin, name="bench-stdin", daemon=True).start()
     runner.run(stop)
-    done: dict[str, Any] = {"done": True}
+    done: dict[str, Any] = {"done": True, "started": started}
     if recorder is not None:
         done["finished"] = recorder.finished
     sys.stdout.write(json.dumps(done) + "\n")

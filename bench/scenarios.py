@@ -101,17 +101,30 @@ class Child:
     """One ``bench.child`` runner process."""
 
     def __init__(self, url: str, concurrency: int, *, poll_interval: float | None = None,
-                 record_finish: bool = False) -> None:
-        cmd = [sys.executable, "-m", "bench.child", "--db", url, "--concurrency", str(concurrency)]
-        if poll_interval is not None:
-            cmd += ["--poll-interval", str(poll_interval)]
-        if record_finish:
-            cmd.append("--record-finish")
+                 record_finish: bool = False, expect: int | None = None, cmd: list[str] | None = None) -> None:
+        if cmd is None:  # a flywheel runner; ``cmd`` runs another system's worker (bench.peers)
+            cmd = [sys.executable, "-m", "bench.child", "--db", url, "--concurrency", str(concurrency)]
+            if poll_interval is not None:
+                cmd += ["--poll-interval", str(poll_interval)]
+            if record_finish:
+                cmd.append("--record-finish")
+            if expect is not None:
+                cmd += ["--expect", str(expect)]
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
         self.stderr = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
                                      text=True, env=env, cwd=str(REPO))
+
+    def wait_for(self, word: str, timeout: float) -> None:
+        """Read lines until ``word`` arrives (the process's ``drained``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            line = self._readline(max(0.0, deadline - time.monotonic()))
+            if line.strip() == word:
+                return
+            if not line:
+                raise RuntimeError(f"bench: runner process exited before {word!r}\n{self.error_text()}")
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         line = self._readline(timeout)
