@@ -34,7 +34,7 @@ MATRIX: tuple[tuple[str, int | None, int | None], ...] = (
     ("latency", 8, 1),
 )
 DEFAULT_CONCURRENCY = {"drain": 8, "latency": 8}
-MEDIAN_FIELDS = ("seconds", "rate", "p50_ms", "p99_ms", "max_ms", "db_p50_ms", "db_p99_ms", "db_span_s",
+MEDIAN_FIELDS = ("seconds", "rate", "raw_rate", "raw_ratio", "p50_ms", "p99_ms", "max_ms", "db_p50_ms", "db_p99_ms", "db_span_s",
                  *(f"{part}_{q}_ms" for part in ("insert_call", "to_claim", "claim_to_done", "finalize")
                    for q in ("p50", "p99")))
 
