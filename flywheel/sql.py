@@ -51,35 +51,9 @@ def insert_jobs(param: str, rows: int, returning: bool) -> str:
     return sql + " RETURNING id" if returning else sql
 
 
-@functools.lru_cache(maxsize=4)
-def insert_job(param: str) -> str:
-    """One ``jobs`` row, skipping a unique collision: the statement ``executemany`` prepares once
-    and runs per row (the driver's change count says how many landed)."""
-    return insert_jobs(param, 1, False)
 
 
 _JOB_TIMES = frozenset({"created_at", "updated_at", "scheduled_at", "leased_until", "finalized_at", "deleted_at"})
-
-
-def job_params(rows: Sequence[dict[str, Any]]) -> list[Any]:
-    """The parameters of :func:`insert_jobs`: rows from ``build_job_row`` carry JSON as text
-    already, and a batch shares its timestamps, so each distinct instant is rendered once."""
-    rendered: dict[datetime, str] = {}
-    params: list[Any] = []
-    append = params.append
-    for row in rows:
-        for column in JOB_COLUMNS:
-            value = row[column]
-            if value is None or value.__class__ in (str, int):
-                append(value)
-            elif column in _JOB_TIMES:
-                text = rendered.get(value)
-                if text is None:
-                    text = rendered[value] = to_db_time(value)
-                append(text)
-            else:
-                append(db_value(value))
-    return params
 
 
 _ROW = operator.itemgetter(*JOB_COLUMNS)
@@ -88,9 +62,10 @@ _CONVERTED = tuple(i for i, c in enumerate(JOB_COLUMNS) if c in _JOB_TIMES or c 
 
 
 def job_rows(rows: Sequence[dict[str, Any]]) -> list[list[Any]]:
-    """One parameter list per row for :func:`insert_job`, in one pass: the columns are picked in C
-    and only the few that can hold an instant or a JSON object are looked at (a batch's shared
-    instants are rendered once)."""
+    """The values of each row in :data:`JOB_COLUMNS` order, stored form, in one pass: the columns
+    are picked in C and only the few that can hold an instant or a JSON object are looked at
+    (rows from ``build_job_row`` carry JSON as text already; a batch's shared instants are
+    rendered once)."""
     rendered: dict[datetime, str] = {}
     out: list[list[Any]] = []
     append = out.append
@@ -108,6 +83,14 @@ def job_rows(rows: Sequence[dict[str, Any]]) -> list[list[Any]]:
                     values[i] = db_value(value)
         append(values)
     return out
+
+
+def job_params(rows: Sequence[dict[str, Any]]) -> list[Any]:
+    """The parameters of :func:`insert_jobs`: :func:`job_rows` flattened."""
+    params: list[Any] = []
+    for values in job_rows(rows):
+        params += values
+    return params
 
 
 @functools.lru_cache(maxsize=64)

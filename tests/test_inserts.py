@@ -19,12 +19,10 @@ import pytest
 import flywheel
 from flywheel import clock as fw_clock
 from flywheel.client import build_job_row
-import flywheel.driver
 from flywheel_plugins.postgres.bulk import COPY_MIN_ROWS
 
 REPO = Path(__file__).resolve().parent.parent
 BLANK_KEYS = ("", " ", "\t\n ")
-EXECUTEMANY_MIN_ROWS = getattr(flywheel.driver, "EXECUTEMANY_MIN_ROWS", 16)  # the bulk path's threshold
 
 
 @attrs.frozen
@@ -72,7 +70,7 @@ def test_defect_5_cli_enqueue_with_an_empty_unique_key_fails_in_one_line_twice(d
     assert db.Job.select().count() == 0
 
 
-@pytest.mark.parametrize("count", [1, 5, EXECUTEMANY_MIN_ROWS, COPY_MIN_ROWS + 50])
+@pytest.mark.parametrize("count", [1, 5, COPY_MIN_ROWS + 50, 1234])
 def test_defect_5_every_insert_path_reports_exactly_the_rows_it_wrote(db, count):
     """Rows that slip past validation (built by hand) with an empty key: only one can land."""
     first = _rows(count)
@@ -86,7 +84,7 @@ def test_defect_5_every_insert_path_reports_exactly_the_rows_it_wrote(db, count)
     assert db.driver.enqueue(db, again) == set() == _present(db, [r["id"] for r in again])
 
 
-@pytest.mark.parametrize("count", [1, 5, EXECUTEMANY_MIN_ROWS, COPY_MIN_ROWS + 50])
+@pytest.mark.parametrize("count", [1, 5, COPY_MIN_ROWS + 50, 1234])
 def test_defect_5_mixed_batches_report_exactly_the_rows_they_wrote(db, client, count):
     taken = [f"k{i}" for i in range(0, count, 3)]
     for key in taken:
@@ -144,3 +142,19 @@ def test_a_lost_prepared_statement_is_prepared_again(db_url, db):
     db.pw.execute_sql("DEALLOCATE ALL")  # what a connection pooler's DISCARD ALL does
     second = client.insert(Ping(2))
     assert _present(db, [first, second]) == {first, second}
+
+
+@pytest.mark.parametrize("count", [1, 5, COPY_MIN_ROWS + 50])
+def test_a_reused_job_id_is_never_reported_as_written(db, client, count):
+    existing = client.enqueue("ping", {})
+    rows = _rows(count)
+    rows[-1]["id"] = existing  # only a caller building rows by hand could do this
+    before = db.Job.select().count()
+    try:
+        landed = db.driver.enqueue(db, rows)
+    except Exception as exc:  # some paths refuse the whole batch: then nothing was written
+        assert "already existed" in str(exc) or "duplicate key" in str(exc).lower()
+        assert db.Job.select().count() == before
+    else:
+        assert existing not in landed
+        assert landed == _present(db, [r["id"] for r in rows[:-1]]) and len(landed) == count - 1
