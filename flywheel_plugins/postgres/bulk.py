@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -45,8 +46,10 @@ def copy_columns(rows: Sequence[dict[str, Any]], fields: dict[str, peewee.Field]
     for name, field in fields.items():
         if name not in rows[0]:
             continue
-        if field.null and all(row[name] is None for row in rows):
-            continue
+        if field.null:
+            values = list(map(operator.itemgetter(name), rows))
+            if values.count(None) == len(values):
+                continue
         columns.append((field.column_name, name, field.field_type, bool(field.null)))
     return columns
 
@@ -59,9 +62,10 @@ def _copy_lines(rows: Sequence[dict[str, Any]], columns: Sequence[CopyColumn]) -
     cells: list[list[str]] = []
     for _column, name, field_type, _nullable in columns:
         values: list[Any] = [row[name] for row in rows]
-        if field_type == "TIMESTAMPTZ":
-            values = [v if v is None or type(v) is str  # noqa: E721 - exact type on the hot path
-                      else v.isoformat() if v.tzinfo is not None else v.isoformat() + "+00:00" for v in values]
+        if field_type == "TIMESTAMPTZ":  # a batch shares its instants: render each distinct one once
+            rendered = {v: _timestamp_text(v) for v in set(values) if v is not None and type(v) is not str}  # noqa: E721
+            if rendered:
+                values = [rendered.get(v, v) if v is not None else None for v in values]
         elif field_type == "JSON":
             values = [v if v is None or type(v) is str  # noqa: E721
                       else json.dumps(v, separators=(",", ":")) for v in values]
