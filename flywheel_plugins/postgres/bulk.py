@@ -61,7 +61,7 @@ def _copy_lines(rows: Sequence[dict[str, Any]], columns: Sequence[CopyColumn]) -
     """
     cells: list[list[str]] = []
     for _column, name, field_type, _nullable in columns:
-        values: list[Any] = [row[name] for row in rows]
+        values: list[Any] = list(map(operator.itemgetter(name), rows))
         if field_type == "TIMESTAMPTZ":  # a batch shares its instants: render each distinct one once
             rendered = {v: _timestamp_text(v) for v in set(values) if v is not None and type(v) is not str}  # noqa: E721
             if rendered:
@@ -69,8 +69,10 @@ def _copy_lines(rows: Sequence[dict[str, Any]], columns: Sequence[CopyColumn]) -
         elif field_type == "JSON":
             values = [v if v is None or type(v) is str  # noqa: E721
                       else json.dumps(v, separators=(",", ":")) for v in values]
-        else:
+        elif None in values:
             values = [v if v is None or type(v) is str else str(v) for v in values]  # noqa: E721
+        else:
+            values = list(map(str, values))  # str() of a str is the same object
         present = [v for v in values if v is not None] if None in values else values
         joined = "".join(present)
         if "\\" in joined or "\t" in joined or "\n" in joined or "\r" in joined:
@@ -78,7 +80,7 @@ def _copy_lines(rows: Sequence[dict[str, Any]], columns: Sequence[CopyColumn]) -
         if present is not values or None in values:
             values = ["\\N" if v is None else v for v in values]
         cells.append(values)
-    return "".join([line + "\n" for line in map("\t".join, zip(*cells, strict=True))])
+    return "\n".join(map("\t".join, zip(*cells, strict=True))) + "\n"
 
 
 class CopyStream:
