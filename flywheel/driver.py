@@ -186,7 +186,7 @@ class Driver:
         landed: set[str] = set()
         for start in range(0, len(rows), self.chunk_size):
             chunk = rows[start : start + self.chunk_size]
-            keyed = any(r["unique_key"] is not None or r["unique_active_key"] is not None for r in chunk)
+            keyed = any(r.get("unique_key") is not None or r.get("unique_active_key") is not None for r in chunk)
             cursor = db.pw.execute_sql(sql.insert_jobs(db.pw.param, len(chunk), keyed), sql.job_params(chunk))
             if keyed:
                 landed.update(row[0] for row in cursor.fetchall())

@@ -51,11 +51,7 @@ def insert_jobs(param: str, rows: int, returning: bool) -> str:
     return sql + " RETURNING id" if returning else sql
 
 
-
-
 _JOB_TIMES = frozenset({"created_at", "updated_at", "scheduled_at", "leased_until", "finalized_at", "deleted_at"})
-
-
 _ROW = operator.itemgetter(*JOB_COLUMNS)
 #: The columns whose values may need converting: instants, and JSON a caller passed as an object.
 _CONVERTED = tuple(i for i, c in enumerate(JOB_COLUMNS) if c in _JOB_TIMES or c in ("metadata", "args", "tags"))
