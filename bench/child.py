@@ -1,12 +1,15 @@
 """A runner process driven by the harness over stdin/stdout.
 
-``python -m bench.child --db URL --concurrency C [--poll-interval S] [--record-finish]``
+``python -m bench.child --db URL --concurrency C [--poll-interval S] [--record-finish [--expect N]]``
 
 It connects, builds its Runner, prints ``ready`` and waits for ``go`` on stdin, so
 imports and connection set-up are not timed. It runs until ``stop`` (or end of input),
 lets the runner finish its in-flight work, and prints ``done`` as a JSON line; with
 ``--record-finish`` that line carries, per job id, the wall-clock instant at which the
-job's finalisation had committed (taken in a ``flywheel_on_finish`` observer).
+job's finalisation had committed (taken in a ``flywheel_on_finish`` observer), and
+``started``, the instant ``go`` was read; with ``--expect N`` it prints ``drained`` once N
+jobs have finished. This is the protocol of :mod:`bench.peers.protocol`, which the peers'
+runner processes speak too.
 
 With ``FLYWHEEL_BENCH_OBSERVE=1`` in its environment it also logs through the ``logging``
 plugin at INFO (text, to stderr) and records metrics with a Prometheus observer, to
@@ -32,12 +35,15 @@ from bench.workload import QUEUE, make_registry
 class FinishRecorder:
     """An observer plugin: when each job's finalisation committed (time.time())."""
 
-    def __init__(self) -> None:
+    def __init__(self, expect: int | None = None) -> None:
         self.finished: dict[str, float] = {}
+        self.expect = expect
 
     @flywheel.hookimpl
     def flywheel_on_finish(self, event: Any) -> None:
         self.finished[event.job_id] = time.time()
+        if self.expect is not None and len(self.finished) == self.expect:
+            print("drained", flush=True)  # --expect jobs are done (the harness then says stop)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--poll-interval", type=float, default=None, help="seconds; default: the Runner's")
     parser.add_argument("--record-finish", action="store_true")
+    parser.add_argument("--expect", type=int, default=None,
+                        help="with --record-finish: print 'drained' once this many jobs have finished")
     args = parser.parse_args(argv)
 
     if os.environ.get("FLYWHEEL_BENCH_OBSERVE"):  # observers' overhead (issue 9): logging at INFO + Prometheus
@@ -56,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         register(PrometheusObserver(), name="bench-prometheus")
     recorder = None
     if args.record_finish:
-        recorder = FinishRecorder()
+        recorder = FinishRecorder(args.expect)
         register(recorder, name="bench-finish-recorder")
     db = flywheel.connect(args.db)
     options: dict[str, Any] = {"queues": (QUEUE,), "concurrency": args.concurrency}
@@ -69,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     line = sys.stdin.readline().strip()
     if line != "go":
         return 0
+    started = time.time()
     stop = threading.Event()
 
     def watch_stdin() -> None:
@@ -80,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
     threading.Thread(target=watch_stdin, name="bench-stdin", daemon=True).start()
     runner.run(stop)
-    done: dict[str, Any] = {"done": True}
+    done: dict[str, Any] = {"done": True, "started": started}
     if recorder is not None:
         done["finished"] = recorder.finished
     sys.stdout.write(json.dumps(done) + "\n")

@@ -2,6 +2,7 @@
 
     python -m bench --db URL --scenario {enqueue,bulk,drain,latency,all}
                     [--n N] [--concurrency C] [--processes P] [--repeat R] [--out FILE]
+    python -m bench --db URL --peers [--n N] [--rounds R] [--latency-n L] [--out FILE]
 
 Prints one JSON object per line: a ``"record": "run"`` line per repeat, then a
 ``"record": "median"`` line per configuration with the medians of its repeats.
@@ -33,7 +34,7 @@ MATRIX: tuple[tuple[str, int | None, int | None], ...] = (
     ("latency", 8, 1),
 )
 DEFAULT_CONCURRENCY = {"drain": 8, "latency": 8}
-MEDIAN_FIELDS = ("seconds", "rate", "p50_ms", "p99_ms", "max_ms", "db_p50_ms", "db_p99_ms", "db_span_s",
+MEDIAN_FIELDS = ("seconds", "rate", "raw_rate", "raw_ratio", "p50_ms", "p99_ms", "max_ms", "db_p50_ms", "db_p99_ms", "db_span_s",
                  *(f"{part}_{q}_ms" for part in ("insert_call", "to_claim", "claim_to_done", "finalize")
                    for q in ("p50", "p99")))
 
@@ -43,7 +44,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", default="sqlite:",
                         help="sqlite: (fresh temp files) or postgresql://user@host:port/db (fresh schemas)")
-    parser.add_argument("--scenario", required=True, choices=[*SCENARIOS, "all"])
+    parser.add_argument("--scenario", choices=[*SCENARIOS, "all"], help="required unless --peers")
+    parser.add_argument("--peers", action="store_true",
+                        help="compare with pgqueuer (PostgreSQL --db) or huey (SQLite --db), installed into "
+                             "bench/.peers-venv; round by round, see bench.peers.run")
+    parser.add_argument("--rounds", type=int, default=3, help="--peers: interleaved rounds (default 3)")
+    parser.add_argument("--latency-n", type=int, default=100,
+                        help="--peers: latency samples per system and setting (default 100; 0 skips latency)")
     parser.add_argument("--n", type=int, default=None,
                         help="jobs per measurement (default: enqueue 10000, bulk 100000, drain 20000, latency 200)")
     parser.add_argument("--concurrency", type=int, default=None, help="runner concurrency (drain, latency)")
@@ -58,6 +65,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "(the median line says how many ran); default 180")
     parser.add_argument("--tag", default=None, help="free text stored in every line (e.g. a variant name)")
     args = parser.parse_args(argv)
+    if not args.peers and args.scenario is None:
+        parser.error("--scenario is required (or --peers)")
+    if args.rounds < 1 or args.latency_n < 0:
+        parser.error("--rounds must be at least 1 and --latency-n not negative")
     for name in ("n", "concurrency", "processes", "repeat"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -99,6 +110,15 @@ def main(argv: list[str] | None = None) -> int:
     common = {"dialect": dialect, **env.versions(args.db), "commit": env.git_commit(), **env.machine()}
     if args.tag:
         common["tag"] = args.tag
+    if args.peers:
+        from bench.peers import run as peers
+
+        sink = Sink(args.out or peers.default_out(dialect, common["commit"]))
+        try:
+            return 1 if peers.run(args.db, n=args.n or 20_000, rounds=args.rounds, latency_n=args.latency_n,
+                                  sink=sink, common=common) else 0
+        finally:
+            sink.close()
     sink = Sink(args.out)
     failures = 0
     try:

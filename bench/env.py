@@ -151,6 +151,13 @@ def fresh_database(url: str, *, keep: bool = False) -> Iterator[str]:
             if not keep:
                 shutil.rmtree(tmpdir, ignore_errors=True)
         return
+    with fresh_schema(url, keep=keep) as schema:
+        yield schema_url(url, schema)
+
+
+@contextlib.contextmanager
+def fresh_schema(url: str, *, keep: bool = False) -> Iterator[str]:
+    """The name of a new, empty PostgreSQL schema (dropped afterwards)."""
     import psycopg2
 
     schema = f"bench_{uuid.uuid4().hex[:12]}"
@@ -159,7 +166,7 @@ def fresh_database(url: str, *, keep: bool = False) -> Iterator[str]:
     try:
         with conn.cursor() as cur:
             cur.execute(f"CREATE SCHEMA {schema}")
-        yield schema_url(url, schema)
+        yield schema
     finally:
         if not keep:
             with conn.cursor() as cur:

@@ -118,12 +118,35 @@ def render(records: list[dict[str, Any]]) -> str:
     return "\n".join(out).lstrip("\n")
 
 
+def render_by_tag(records: list[dict[str, Any]]) -> str:
+    """Runs grouped by ``--tag`` (e.g. before / after a change, interleaved in one session): per
+    dialect and scenario, the median rate of each tag with its repeats, and the raw baseline's
+    ratio where the enqueue scenario measured it."""
+    runs: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        if r["record"] == "run" and r["scenario"] in ("enqueue", "bulk"):
+            runs[(r["dialect"], r["scenario"], r.get("tag") or "")].append(r)
+    out = ["| dialect | scenario | tag | jobs/s (median) | repeats jobs/s | vs raw psycopg2 (median; repeats) "
+           "| load1 before |", "|---|---|---|---|---|---|---|"]
+    for (dialect, scenario, tag), cell in sorted(runs.items()):
+        rates = [r["rate"] for r in cell]
+        ratios = [r["raw_ratio"] for r in cell if r.get("raw_ratio") is not None]
+        raw = (f"{statistics.median(ratios):.2f} ({', '.join(f'{x:.2f}' for x in ratios)})" if ratios else "–")
+        loads = ", ".join(f"{r['load1_before']:.1f}" for r in cell if r.get("load1_before") is not None)
+        out.append(f"| {dialect} | {scenario} | {tag} | **{statistics.median(rates):,.0f}** "
+                   f"| {', '.join(f'{x:,.0f}' for x in rates)} | {raw} | {loads} |")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("files", nargs="+")
+    parser.add_argument("--by-tag", action="store_true",
+                        help="enqueue and bulk runs grouped by their --tag (before/after comparisons)")
     args = parser.parse_args(argv)
-    print(render(load(args.files)))
+    records = load(args.files)
+    print(render_by_tag(records) if args.by_tag else render(records))
     return 0
 
 

@@ -101,17 +101,30 @@ class Child:
     """One ``bench.child`` runner process."""
 
     def __init__(self, url: str, concurrency: int, *, poll_interval: float | None = None,
-                 record_finish: bool = False) -> None:
-        cmd = [sys.executable, "-m", "bench.child", "--db", url, "--concurrency", str(concurrency)]
-        if poll_interval is not None:
-            cmd += ["--poll-interval", str(poll_interval)]
-        if record_finish:
-            cmd.append("--record-finish")
+                 record_finish: bool = False, expect: int | None = None, cmd: list[str] | None = None) -> None:
+        if cmd is None:  # a flywheel runner; ``cmd`` runs another system's worker (bench.peers)
+            cmd = [sys.executable, "-m", "bench.child", "--db", url, "--concurrency", str(concurrency)]
+            if poll_interval is not None:
+                cmd += ["--poll-interval", str(poll_interval)]
+            if record_finish:
+                cmd.append("--record-finish")
+            if expect is not None:
+                cmd += ["--expect", str(expect)]
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
         self.stderr = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
                                      text=True, env=env, cwd=str(REPO))
+
+    def wait_for(self, word: str, timeout: float) -> None:
+        """Read lines until ``word`` arrives (the process's ``drained``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            line = self._readline(max(0.0, deadline - time.monotonic()))
+            if line.strip() == word:
+                return
+            if not line:
+                raise RuntimeError(f"bench: runner process exited before {word!r}\n{self.error_text()}")
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         line = self._readline(timeout)
@@ -177,29 +190,77 @@ def children(url: str, processes: int, concurrency: int, **options: Any) -> Iter
 # -- scenarios ----------------------------------------------------------------------------
 
 
+#: Jobs per block of the enqueue scenario's interleaving with the raw psycopg2 baseline.
+RAW_BLOCK = 10
+RAW_INSERT = ("INSERT INTO jobs (id, created_at, updated_at, metadata, kind, queue, args, priority, state, attempt,"
+              " max_attempts, scheduled_at, executor_class, tags)"
+              " VALUES (%s, %s, %s, '{}', %s, 'default', %s, 100, 'available', 0, 25, %s, '', '[]')")
+
+
 def enqueue(url: str, n: int, **_: Any) -> dict[str, Any]:
-    """One ``Client.insert`` call (its own transaction) per job."""
+    """One ``Client.insert`` call (its own transaction) per job.
+
+    On PostgreSQL the same run also measures the baseline of issue 13: a raw psycopg2
+    one-row ``INSERT`` of the same columns plus its ``commit()`` per job, on its own
+    connection, in blocks of :data:`RAW_BLOCK` jobs alternating with flywheel's blocks (so
+    both see the same moment of a noisy machine). ``raw_rate`` is its rate, ``raw_ratio``
+    flywheel's rate over it.
+    """
     with fresh_database(url) as fresh:
         db = _open(fresh)
         client = flywheel.Client(db, registry=make_registry())
         args = noop_args(n)
+        raw = _RawInserts(fresh) if dialect_of(url) == "postgres" else None
         per_call = []
         clock = time.perf_counter
-        started = clock()
-        for item in args:
-            t0 = clock()
-            client.insert(item)
-            per_call.append(clock() - t0)
-        seconds = clock() - started
+        seconds = raw_seconds = 0.0
+        for start in range(0, n, RAW_BLOCK if raw is not None else n):
+            block_started = clock()
+            for item in args[start : start + RAW_BLOCK] if raw is not None else args:
+                t0 = clock()
+                client.insert(item)
+                per_call.append(clock() - t0)
+            seconds += clock() - block_started
+            if raw is not None:
+                raw_seconds += raw.insert(start, min(RAW_BLOCK, n - start))
         db.close()
         counter = Counter(fresh)
         try:
-            landed = int(counter.scalar("SELECT count(*) FROM jobs"))
+            landed = int(counter.scalar("SELECT count(*) FROM jobs WHERE kind = 'bench_noop'"))
         finally:
             counter.close()
+        if raw is not None:
+            raw.close()
     _check(landed == n, f"enqueue: {landed} rows landed, expected {n}")
-    return {"seconds": seconds, "rate": n / seconds, "p50_ms": _ms(percentile(per_call, 50)),
-            "p99_ms": _ms(percentile(per_call, 99)), "verified_rows": landed}
+    result = {"seconds": seconds, "rate": n / seconds, "p50_ms": _ms(percentile(per_call, 50)),
+              "p99_ms": _ms(percentile(per_call, 99)), "verified_rows": landed}
+    if raw is not None:
+        result.update(raw_rate=n / raw_seconds, raw_ratio=(n / seconds) / (n / raw_seconds))
+    return result
+
+
+class _RawInserts:
+    """The baseline: plain psycopg2, one INSERT and one commit per job, nothing else."""
+
+    def __init__(self, url: str) -> None:
+        import psycopg2
+
+        self.conn = psycopg2.connect(url)
+
+    def insert(self, start: int, count: int) -> float:
+        import uuid
+        from datetime import UTC, datetime
+
+        cur = self.conn.cursor()
+        started = time.perf_counter()
+        for i in range(start, start + count):
+            now = datetime.now(UTC)
+            cur.execute(RAW_INSERT, (str(uuid.uuid4()), now, now, "bench_raw", json.dumps({"n": i}), now))
+            self.conn.commit()
+        return time.perf_counter() - started
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 def bulk(url: str, n: int, **_: Any) -> dict[str, Any]:

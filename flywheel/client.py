@@ -12,7 +12,7 @@ from flywheel.context import request_id as current_request_id
 from flywheel.enums import ACTIVE_STATES, JobState
 from flywheel.errors import AlreadyEnqueued, MissingKind, ValidationError, translate_db_errors
 from flywheel.ids import new_id
-from flywheel.jobs import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, DEFAULT_QUEUE, InsertOpts
+from flywheel.jobs import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, DEFAULT_QUEUE, InsertOpts, check_unique_key
 from flywheel.sanitize import check_text, require_aware
 from flywheel.serde import dump_args, normalise_json_payload
 
@@ -51,6 +51,8 @@ def build_job_row(kind: str, args_json: str, opts: InsertOpts, now: datetime) ->
     if not all(isinstance(t, str) for t in tags):
         raise ValidationError("tags", "must be a list of strings")
     require_aware(opts.schedule_at, "schedule_at")
+    check_unique_key(opts.unique_key)
+    check_unique_key(opts.unique_active_key, "unique_active_key")
     timeout_ms = None
     if opts.timeout is not None:
         if opts.timeout.total_seconds() <= 0:

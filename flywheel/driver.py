@@ -19,6 +19,7 @@ import attrs
 import peewee
 
 from flywheel.enums import ACTIVE_STATES, JobState, RunOutcome
+from flywheel.errors import DuplicateKey
 from flywheel import sql
 from flywheel.models import IS_CLAIMABLE, IS_RUNNING, from_db_time, index_ddl
 from flywheel.sanitize import clean_error, clean_output
@@ -173,27 +174,40 @@ class Driver:
     # -- producing -------------------------------------------------------------
 
     def insert_jobs(self, db: Database, rows: Sequence[dict[str, Any]]) -> set[str]:
-        """Insert ``rows`` skipping unique collisions; return the ids that landed.
+        """Insert ``rows`` skipping unique collisions; return exactly the ids that landed.
 
-        Called inside a transaction. ``rows`` hold every column and carry their own ids.
-        Ids are read back only when a row carries a unique key (otherwise all land).
+        Called inside a transaction; ``rows`` hold every column and carry their own ids. One
+        multi-row ``INSERT … ON CONFLICT DO NOTHING`` per chunk of :attr:`chunk_size`. A
+        chunk where some row carries a unique key (any value, ``''`` included) says which
+        rows landed with ``RETURNING id``. A chunk without keys can only lose a row to an
+        id that already exists: its change count must equal its size, or
+        :class:`~flywheel.errors.DuplicateKey` is raised (the caller's transaction then
+        writes nothing). No id is ever reported for a row that was not written.
+
+        (One prepared single-row INSERT run by ``executemany`` was measured too: on
+        SQLite 3.40 / Python 3.11 it inserted these rows at ~2/3 the rate of 500-row
+        statements, so the multi-row form stays.)
         """
-        if not rows:
-            return set()
-        returning = any(r.get("unique_key") or r.get("unique_active_key") for r in rows)
-        cursor = db.pw.execute_sql(sql.insert_jobs(db.pw.param, len(rows), returning), sql.job_params(rows))
-        if not returning:
-            return {r["id"] for r in rows}
-        return {row[0] for row in cursor.fetchall()}
+        landed: set[str] = set()
+        for start in range(0, len(rows), self.chunk_size):
+            chunk = rows[start : start + self.chunk_size]
+            keyed = any(r.get("unique_key") is not None or r.get("unique_active_key") is not None for r in chunk)
+            cursor = db.pw.execute_sql(sql.insert_jobs(db.pw.param, len(chunk), keyed), sql.job_params(chunk))
+            if keyed:
+                landed.update(row[0] for row in cursor.fetchall())
+            elif cursor.rowcount != len(chunk):
+                raise DuplicateKey(f"flywheel: {len(chunk) - cursor.rowcount} of {len(chunk)} new job ids "
+                                   "already existed; nothing was enqueued")
+            else:
+                landed.update(row["id"] for row in chunk)
+        return landed
 
     def enqueue(self, db: Database, rows: Sequence[dict[str, Any]]) -> set[str]:
-        """Insert validated rows in one transaction, in chunks, and wake their runners at commit."""
-        landed: set[str] = set()
+        """Insert validated rows in one transaction and wake their runners at commit."""
         with db.atomic():
-            for start in range(0, len(rows), self.chunk_size):
-                landed |= self.insert_jobs(db, rows[start : start + self.chunk_size])
+            landed = self.insert_jobs(db, rows)
             if landed:
-                self.notify(db, {row["queue"] for row in rows})
+                self.notify(db, {row["queue"] for row in rows if row["id"] in landed})
         return landed
 
     def notify(self, db: Database, queues: set[str]) -> None:

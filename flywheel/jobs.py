@@ -11,12 +11,20 @@ import attrs
 
 from flywheel.durations import to_timedelta
 from flywheel.sanitize import require_aware
+from flywheel.errors import ValidationError
 
 A = TypeVar("A")
 
 DEFAULT_QUEUE = "default"
 DEFAULT_PRIORITY = 100
 DEFAULT_MAX_ATTEMPTS = 25
+
+
+def check_unique_key(value: object, option: str = "unique_key") -> None:
+    """Refuse an empty or blank key: it would look like "no key" to some paths and collide on others."""
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise ValidationError("unique_key", f"{option} must be a non-empty string, not {value!r} "
+                                            "(leave it out for no key)")
 
 
 @attrs.frozen(kw_only=True)
@@ -101,6 +109,7 @@ class FollowUp:
         else:
             self.kind = None  # taken from the args object's ``kind`` at finalisation
             self.args = target
+        check_unique_key(unique_key)
         self.parent = parent
         self.unique_key = unique_key
         self.schedule_at = schedule_at

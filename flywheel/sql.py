@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import operator
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -41,33 +42,50 @@ def db_value(value: Any) -> Any:
 
 @functools.lru_cache(maxsize=64)
 def insert_jobs(param: str, rows: int, returning: bool) -> str:
-    """A multi-row insert of whole ``jobs`` rows that skips unique collisions."""
+    """A multi-row insert of whole ``jobs`` rows that skips unique collisions.
+
+    With ``returning`` it names the rows that landed (a skipped row returns nothing).
+    """
     one = "(" + ", ".join([param] * len(JOB_COLUMNS)) + ")"
     sql = f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}) VALUES {', '.join([one] * rows)} ON CONFLICT DO NOTHING"
     return sql + " RETURNING id" if returning else sql
 
 
 _JOB_TIMES = frozenset({"created_at", "updated_at", "scheduled_at", "leased_until", "finalized_at", "deleted_at"})
+_ROW = operator.itemgetter(*JOB_COLUMNS)
+#: The columns whose values may need converting: instants, and JSON a caller passed as an object.
+_CONVERTED = tuple(i for i, c in enumerate(JOB_COLUMNS) if c in _JOB_TIMES or c in ("metadata", "args", "tags"))
+
+
+def job_rows(rows: Sequence[dict[str, Any]]) -> list[list[Any]]:
+    """The values of each row in :data:`JOB_COLUMNS` order, stored form, in one pass: the columns
+    are picked in C and only the few that can hold an instant or a JSON object are looked at
+    (rows from ``build_job_row`` carry JSON as text already; a batch's shared instants are
+    rendered once)."""
+    rendered: dict[datetime, str] = {}
+    out: list[list[Any]] = []
+    append = out.append
+    for row in rows:
+        values = list(_ROW(row))
+        for i in _CONVERTED:
+            value = values[i]
+            if value is not None and value.__class__ is not str:
+                if isinstance(value, datetime):
+                    text = rendered.get(value)
+                    if text is None:
+                        text = rendered[value] = to_db_time(value)
+                    values[i] = text
+                else:
+                    values[i] = db_value(value)
+        append(values)
+    return out
 
 
 def job_params(rows: Sequence[dict[str, Any]]) -> list[Any]:
-    """The parameters of :func:`insert_jobs`: rows from ``build_job_row`` carry JSON as text
-    already, and a batch shares its timestamps, so each distinct instant is rendered once."""
-    rendered: dict[datetime, str] = {}
+    """The parameters of :func:`insert_jobs`: :func:`job_rows` flattened."""
     params: list[Any] = []
-    append = params.append
-    for row in rows:
-        for column in JOB_COLUMNS:
-            value = row[column]
-            if value is None or value.__class__ in (str, int):
-                append(value)
-            elif column in _JOB_TIMES:
-                text = rendered.get(value)
-                if text is None:
-                    text = rendered[value] = to_db_time(value)
-                append(text)
-            else:
-                append(db_value(value))
+    for values in job_rows(rows):
+        params += values
     return params
 
 

@@ -28,6 +28,7 @@ from flywheel.client import build_job_row
 from flywheel.driver import ClaimRequest, FinalizePlan
 from flywheel.enums import JobState, RunOutcome
 from flywheel_plugins import postgres
+from flywheel_plugins.postgres.statements import ENQUEUE_ONE_EXECUTE, ENQUEUE_ONE_PREPARE
 from flywheel_plugins.postgres import (
     INSTALL_HINT,
     PostgresDriver,
@@ -468,8 +469,12 @@ def test_an_insert_notifies_its_queue_in_one_round_trip(pg: flywheel.Database,
     calls: list[Any] = []
     real = postgres._execute
     monkeypatch.setattr(postgres.driver, "_execute", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
-    flywheel.Client(pg).insert(Noop(1))
-    assert len(calls) == 1 and b"pg_notify" in calls[0]
+    flywheel.Client(pg).insert(Noop(1))  # a connection's first insert also prepares the statement
+    assert calls[-1] == ENQUEUE_ONE_EXECUTE and "pg_notify" in ENQUEUE_ONE_PREPARE
+    assert listener.received() == 1
+    calls.clear()
+    flywheel.Client(pg).insert(Noop(2))
+    assert calls == [ENQUEUE_ONE_EXECUTE]  # one statement: the insert, its NOTIFY and (autocommit) the commit
     assert listener.received() == 1
     flywheel.Client(pg).insert(Noop(1), queue="elsewhere")
     assert listener.received() == 0

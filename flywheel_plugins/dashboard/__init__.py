@@ -28,7 +28,12 @@ def __getattr__(name: str) -> Any:
         from flywheel_plugins.dashboard.server import Dashboard
 
         return Dashboard
-    return importlib.import_module(f"{__name__}.{name}")
+    try:
+        return importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__name__}.{name}":
+            raise
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
 
 
 def _database(ctx: click.Context, url: str | None) -> Any:

@@ -3,10 +3,10 @@ PostgreSQL allows (what each one does better is listed in :mod:`flywheel_plugins
 
 from __future__ import annotations
 
-import io
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -16,7 +16,8 @@ import peewee
 from flywheel.clock import SystemClock, current_clock
 from flywheel.driver import ClaimedJob, ClaimRequest, Driver, FinalizePlan, FinalizeResult, Singleton, SweepResult
 from flywheel.models import to_db_time
-from flywheel_plugins.postgres.bulk import _CONVERTERS, COPY_MIN_ROWS, COPY_PIECE, _copy_text, _default
+from flywheel import sql as portable_sql
+from flywheel_plugins.postgres.bulk import _CONVERTERS, COPY_MIN_ROWS, CopyStream, _default, copy_columns
 from flywheel_plugins.postgres.connection import (
     _WRAP,
     PostgresDatabase,
@@ -32,6 +33,8 @@ from flywheel_plugins.postgres.connection import (
 from flywheel_plugins.postgres.listener import _CHANNEL_SQL, _Listener
 from flywheel_plugins.postgres.locks import AdvisoryLock, _lock_key
 from flywheel_plugins.postgres.statements import (
+    ENQUEUE_ONE_EXECUTE,
+    ENQUEUE_ONE_PREPARE,
     _FENCE_ONLY_SQL,
     _FINALIZE_SQL,
     _RUNS_ONLY_SQL,
@@ -54,6 +57,8 @@ JOBS_STORAGE_PARAMETERS = {
 }
 
 T = TypeVar("T")
+
+_JOB_KEYS = frozenset(portable_sql.JOB_COLUMNS)
 
 
 def uses_db_clock() -> bool:
@@ -84,6 +89,7 @@ class PostgresDriver(Driver):
         self._seq: dict[str, int] = {}  # queue -> notifications seen (bumped by the listener)
         self._interrupts = 0
         self._seen = threading.local()
+        self._prepared: weakref.WeakSet[Any] = weakref.WeakSet()  # connections holding ENQUEUE_ONE
 
     # -- connection ----------------------------------------------------------------------
 
@@ -176,13 +182,12 @@ class PostgresDriver(Driver):
         return [fields[name].column_name for name in names], values
 
     def insert_jobs(self, db: Database, rows: Sequence[dict[str, Any]]) -> set[str]:
-        """Insert ``rows`` skipping unique collisions; return the ids that landed.
+        """Insert ``rows`` skipping unique collisions; return exactly the ids that landed.
 
         Up to :data:`COPY_MIN_ROWS` rows: one multi-row ``INSERT … ON CONFLICT DO NOTHING
         RETURNING id`` per chunk of :attr:`chunk_size`. Bulk: the rows are streamed with
-        ``COPY`` into a session-private staging table, then moved by one ``INSERT … SELECT …
-        ON CONFLICT DO NOTHING RETURNING id`` (same semantics; PostgreSQL parses COPY data
-        several times faster than a VALUES list, and Python formats it faster too).
+        ``COPY`` (PostgreSQL parses COPY data several times faster than a VALUES list, and
+        Python formats it faster too); see :meth:`_copy_insert`.
         """
         if not rows:
             return set()
@@ -201,53 +206,65 @@ class PostgresDriver(Driver):
         return landed
 
     def _copy_insert(self, db: Database, rows: Sequence[dict[str, Any]]) -> set[str]:
+        """COPY ``rows`` in, streamed piece by piece (:class:`CopyStream`), inside a transaction.
+
+        Rows without a unique key go straight into ``jobs``: COPY writes every row or fails
+        as a whole, and its row count is checked, so all their ids landed. A batch with
+        unique keys goes through a session-private staging table and one ``INSERT … SELECT
+        … ON CONFLICT DO NOTHING RETURNING id``, which names the rows that landed.
+        """
         fields = db.Job._meta.fields
-        names = [name for name in fields if name in rows[0]]
-        if any(len(row) != len(names) for row in rows):
+        if any(len(row) != len(rows[0]) for row in rows):  # ragged rows: every column any row has
             names = [name for name in fields if any(name in row for row in rows)]
             rows = [{name: row[name] if name in row else _default(fields[name]) for name in names} for row in rows]
+        columns = copy_columns(rows, fields)
+        listed = ", ".join(column for column, _, _, _ in columns)
+        cursor = db.pw.cursor()
+        if not any(row.get("unique_key") is not None or row.get("unique_active_key") is not None for row in rows):
+            with _WRAP:
+                cursor.copy_expert(f"COPY jobs ({listed}) FROM STDIN", CopyStream(rows, columns))
+            if cursor.rowcount != len(rows):
+                raise peewee.DatabaseError(f"flywheel: COPY wrote {cursor.rowcount} of {len(rows)} rows")
+            return {row["id"] for row in rows}
         # The staging table lives as long as the session; ON COMMIT DELETE ROWS and the
         # TRUNCATE keep it empty between uses (insert_jobs may run twice in one transaction).
         _execute(db, "CREATE TEMP TABLE IF NOT EXISTS flywheel_stage (LIKE jobs) ON COMMIT DELETE ROWS; "
                      "TRUNCATE flywheel_stage")
-        cursor = db.pw.cursor()
-        copied: list[str] = []
-        for start in range(0, len(rows), COPY_PIECE):
-            piece = rows[start : start + COPY_PIECE]
-            columns, text = _copy_text(piece, [(fields[name].column_name, name, fields[name].field_type,
-                                                fields[name].null) for name in names])
-            if copied and columns != copied:  # a different set of all-NULL columns: move this piece first
-                landed = self._move_stage(db, copied)
-                _execute(db, "TRUNCATE flywheel_stage")
-                return landed | self._copy_insert(db, rows[start:])
-            copied = columns
-            with _WRAP:
-                cursor.copy_expert(f"COPY flywheel_stage ({', '.join(columns)}) FROM STDIN", io.StringIO(text))
-        return self._move_stage(db, copied)
-
-    def _move_stage(self, db: Database, columns: list[str]) -> set[str]:
-        names = ", ".join(columns)
-        sql = f"INSERT INTO jobs ({names}) SELECT {names} FROM flywheel_stage ON CONFLICT DO NOTHING RETURNING id"
+        with _WRAP:
+            cursor.copy_expert(f"COPY flywheel_stage ({listed}) FROM STDIN", CopyStream(rows, columns))
+        sql = f"INSERT INTO jobs ({listed}) SELECT {listed} FROM flywheel_stage ON CONFLICT DO NOTHING RETURNING id"
         return {row[0] for row in _execute(db, sql).fetchall()}
 
     def enqueue(self, db: Database, rows: Sequence[dict[str, Any]]) -> set[str]:
+        if len(rows) == 1 and rows[0].keys() == _JOB_KEYS:
+            return self._enqueue_one(db, rows[0])
         if not rows:
             return set()
-        if len(rows) == 1 and not db.pw.in_transaction():
-            # One job, no caller transaction: insert and NOTIFY in one autocommit statement,
-            # one round trip. The notification is sent only if the row landed.
-            columns, values = self._values_sql(db, rows)
-            sql = (
-                f"WITH ins AS (INSERT INTO jobs ({', '.join(columns)}) VALUES ".encode() + values
-                + b" ON CONFLICT DO NOTHING RETURNING id, queue)\n"
-                + f"SELECT id, pg_notify({_CHANNEL_SQL.format(q='queue')}, '') FROM ins".encode()
-            )
-            return {row[0] for row in _execute(db, sql).fetchall()}
         with db.atomic():
             landed = self.insert_jobs(db, rows)
             if landed:
                 self.notify(db, {row["queue"] for row in rows if row["id"] in landed})
         return landed
+
+    def _enqueue_one(self, db: Database, row: dict[str, Any]) -> set[str]:
+        """One job: the insert and its NOTIFY in one prepared statement, so one round trip and
+        (outside a caller's transaction, in autocommit) one commit, with no parsing or planning
+        of the insert after a connection's first. The notification goes out only if the row
+        landed; the returned set says whether it did."""
+        values = portable_sql.job_rows([row])[0]
+        for attempt in (1, 2):
+            conn = db.pw.connection()
+            try:
+                if conn not in self._prepared:
+                    _execute(db, ENQUEUE_ONE_PREPARE)
+                    self._prepared.add(conn)
+                return {found[0] for found in _execute(db, ENQUEUE_ONE_EXECUTE, values).fetchall()}
+            except peewee.DatabaseError as exc:
+                # the session lost its prepared statements (DISCARD ALL by a pooler): prepare again
+                if attempt == 2 or _sqlstate(exc) != "26000" or db.pw.in_transaction():
+                    raise
+                self._prepared.discard(conn)
+        raise AssertionError("unreachable")
 
     def notify(self, db: Database, queues: set[str]) -> None:
         """``NOTIFY`` each queue's channel; inside a transaction PostgreSQL sends it at commit."""

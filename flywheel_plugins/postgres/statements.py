@@ -11,6 +11,8 @@ from flywheel.driver import ClaimedJob, ClaimRequest, FinalizePlan
 from flywheel.enums import CLAIMABLE_STATES
 from flywheel.models import from_db_time, to_db_time
 from flywheel.serde import loads_json
+from flywheel.sql import JOB_COLUMNS
+from flywheel_plugins.postgres.listener import _CHANNEL_SQL
 
 _CLAIMABLE = ", ".join(f"'{s.value}'" for s in CLAIMABLE_STATES)
 
@@ -18,6 +20,24 @@ _CLAIMABLE = ", ".join(f"'{s.value}'" for s in CLAIMABLE_STATES)
 #: The columns a claim returns (what :class:`~flywheel.driver.ClaimedJob` needs, and the sort key).
 _CLAIM_RETURNING = ("id", "kind", "queue", "args", "attempt", "max_attempts", "timeout_ms", "parent_job_id",
                     "tags", "scheduled_at", "metadata", "executor_class", "priority")
+
+
+#: The parameter types of the prepared single-job insert, column by column (:data:`JOB_COLUMNS`).
+_JOB_TYPES = {"created_at": "timestamptz", "updated_at": "timestamptz", "scheduled_at": "timestamptz",
+              "leased_until": "timestamptz", "finalized_at": "timestamptz", "deleted_at": "timestamptz",
+              "metadata": "jsonb", "args": "jsonb", "tags": "jsonb", "priority": "integer", "attempt": "integer",
+              "max_attempts": "integer", "timeout_ms": "integer"}
+#: One job and its wake-up in one statement, prepared once per connection: the row is inserted
+#: (a unique collision skips it) and, only if it landed, its queue's channel is notified (at
+#: commit). Returns the id when the row landed, nothing otherwise.
+ENQUEUE_ONE_PREPARE = (
+    f"PREPARE flywheel_enqueue_one ({', '.join(_JOB_TYPES.get(c, 'text') for c in JOB_COLUMNS)}) AS\n"
+    f"WITH ins AS (INSERT INTO jobs ({', '.join(JOB_COLUMNS)})\n"
+    f"    VALUES ({', '.join(f'${i}' for i in range(1, len(JOB_COLUMNS) + 1))})\n"
+    f"    ON CONFLICT DO NOTHING RETURNING id, queue)\n"
+    f"SELECT id, pg_notify({_CHANNEL_SQL.format(q='queue')}, '') FROM ins"
+)
+ENQUEUE_ONE_EXECUTE = f"EXECUTE flywheel_enqueue_one ({', '.join(['%s'] * len(JOB_COLUMNS))})"
 
 
 def _claimed_job(row: dict[str, Any], request: ClaimRequest) -> ClaimedJob:
