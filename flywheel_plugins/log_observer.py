@@ -16,10 +16,9 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import sys
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from flywheel.enums import JobState, RunOutcome
-from flywheel.events import ClaimEvent, FinishEvent, JobEvent, RetryEvent, SupersedeEvent, SweepEvent
 from flywheel.logsetup import (  # re-exported: the formats belong to this plugin's users too
     FORMATS as FORMATS,
     LEVELS as LEVELS,
@@ -30,6 +29,9 @@ from flywheel.logsetup import (  # re-exported: the formats belong to this plugi
     record_fields as record_fields,
 )
 from flywheel.plugins import hookimpl
+
+if TYPE_CHECKING:
+    from flywheel.events import ClaimEvent, FinishEvent, JobEvent, RetryEvent, SupersedeEvent, SweepEvent
 
 logger = logging.getLogger("flywheel.events")
 
