@@ -296,6 +296,25 @@ def test_disable_env_takes_several_names(monkeypatch: pytest.MonkeyPatch) -> Non
     assert pm.get_plugin("cli") is not None
 
 
+#: CONTRACT.md §2/§6: the built-in entry-point names a user can block
+CONTRACT_NAMES = ("sqlite", "postgres", "logging", "prometheus", "health", "exec", "shell", "python", "mage", "http")
+
+
+@pytest.mark.parametrize("name", CONTRACT_NAMES)
+def test_every_contract_plugin_name_is_an_entry_point_and_can_be_blocked(
+        name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert name in {ep.name for ep in installed_entry_points()}
+    monkeypatch.delenv(DISABLE_ENV, raising=False)
+    assert make_plugin_manager().get_plugin(name) is not None
+    monkeypatch.setenv(DISABLE_ENV, name)
+    pm = make_plugin_manager()
+    assert pm.is_blocked(name) and pm.get_plugin(name) is None
+    assert all(pm.get_plugin(other) is not None for other in CONTRACT_NAMES if other != name)
+    if name in ("exec", "shell", "python", "mage", "http"):  # its worker kind goes with it
+        assert name not in flywheel.Registry().load_plugins(pm).kinds()
+        assert name in flywheel.Registry().load_plugins(make_plugin_manager(disabled=[])).kinds()
+
+
 def test_an_unblocked_manager_opens_sqlite(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv(DISABLE_ENV, raising=False)
     db = open_db(tmp_path, pm=make_plugin_manager())
