@@ -495,7 +495,8 @@ active = false
 
 
 def test_serve_without_any_worker_refuses_to_start(db_url: str, isolated: Path) -> None:
-    run = make_run(db_url, make_plugin_manager(disabled=["logging"]))
+    # no --app and every worker plugin blocked (with them, serve would run their kinds)
+    run = make_run(db_url, make_plugin_manager(disabled=["exec", "shell", "python", "mage", "http"]))
     failed(run("serve"), 2, "runtime.app", "no workers to run")
 
 
