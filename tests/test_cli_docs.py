@@ -78,7 +78,7 @@ def test_the_first_session_runs_the_job(tmp_path: Path) -> None:
     assert '"outcome": "success"' in done.stdout and '"sent_to": "a@b"' in done.stdout
 
 
-@pytest.mark.parametrize("doc", ["config.md", "cli.md"])
+@pytest.mark.parametrize("doc", ["config.md", "cli.md", "workers.md"])
 def test_every_toml_block_loads(doc: str, tmp_path: Path) -> None:
     for index, block in enumerate(blocks(doc, "toml")):
         name = "pyproject.toml" if "[tool.flywheel" in block else "flywheel.toml"
