@@ -509,3 +509,19 @@ def test_hello_example_hooks_work_with_an_explicit_manager(hello: ModuleType, tm
     job = flywheel.find_job(db, result.output.strip())
     assert (job.kind, job.args, job.state) == ("hello", {"name": "Grace"}, "available")
     db.close()
+
+
+@pytest.mark.parametrize(("module", "names"), [
+    ("flywheel_plugins.health", ["HealthServer", "HealthServerError", "parse_addr", "readiness"]),
+    ("flywheel_plugins.workers.exec", ["ExecArgs", "ExecWorker", "from_table"]),
+    ("flywheel_plugins.workers.shell", ["ShellArgs", "ShellWorker"]),
+    ("flywheel_plugins.workers.python", ["PythonArgs", "PythonWorker"]),
+    ("flywheel_plugins.workers.mage", ["MageArgs", "MageWorker"]),
+    ("flywheel_plugins.workers.http", ["HTTPArgs", "HTTPWorker", "DEFAULT_MAX_BODY_BYTES"]),
+])
+def test_light_plugin_modules_still_export_their_implementation(module: str, names: list[str]) -> None:
+    """The entry-point modules hold only hooks; their implementation's names stay importable from them."""
+    plugin = importlib.import_module(module)
+    for name in names:
+        assert getattr(plugin, name) is not None, name
+    assert not hasattr(plugin, "no_such_name")
