@@ -21,13 +21,13 @@ from typing import Any
 import attrs
 import cattrs
 
-from flywheel.durations import parse_duration
+from flywheel.durations import duration_value
 from flywheel.errors import FlywheelError, ValidationError
+from flywheel.logsetup import FORMATS as LOG_FORMATS, LEVELS as LOG_LEVELS
 
 DEFAULT_URL = "sqlite:///flywheel.db"  # the same as flywheel.db.DEFAULT_URL (not imported: it pulls peewee)
-DEFAULT_ENV_ALLOWLIST = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")
-LOG_LEVELS = ("debug", "info", "warning", "warn", "error", "critical")
-LOG_FORMATS = ("text", "json")
+#: Host variables a command worker sees when no ``[runtime] env_allowlist`` is configured.
+DEFAULT_ENV_ALLOWLIST: tuple[str, ...] = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")
 FILE_NAME = "flywheel.toml"
 DEFAULT_SOURCE = "default"
 
@@ -151,16 +151,10 @@ def setting_keys() -> list[str]:
 
 
 def _duration(value: Any, _: Any = None) -> timedelta:
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise ValueError(f"must be a duration such as \"30s\", not {value!r}")
-    if isinstance(value, str):
-        try:
-            return parse_duration(value)
-        except ValidationError as exc:
-            raise ValueError(exc.message) from None
-    return timedelta(seconds=value)
+    try:
+        return duration_value(value)
+    except ValidationError as exc:
+        raise ValueError(exc.message) from None
 
 
 def _strict(kind: type, label: str) -> Callable[[Any, Any], Any]:

@@ -45,6 +45,23 @@ def parse_duration(text: str, *, field: str = "duration") -> timedelta:
     return timedelta(seconds=total)
 
 
+def duration_value(value: object, *, field: str = "duration") -> timedelta:
+    """A duration as config gives it: ``"30s"`` (see :func:`parse_duration`), a number of seconds or a timedelta.
+
+    Anything else (a bool, a list, …) raises ``ValidationError(field, …)``; the sign is the
+    caller's to check.
+    """
+    from flywheel.errors import ValidationError
+
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, str):
+        return parse_duration(value, field=field)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    raise ValidationError(field, f"must be a duration such as \"30s\", not {value!r}")
+
+
 def format_duration(delta: timedelta) -> str:
     """Render a duration compactly, the inverse of :func:`parse_duration` for whole units."""
     ms = round(delta.total_seconds() * 1000)

@@ -15,7 +15,7 @@ from typing import IO, Any
 #: attributes every LogRecord has; anything else on a record came from ``extra``
 _RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 FORMATS = ("text", "json")
-LEVELS = ("debug", "info", "warning", "error", "critical")
+LEVELS = ("debug", "info", "warning", "warn", "error", "critical")  # "warn" is the stdlib's alias
 
 
 def record_fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -81,18 +81,38 @@ def parse_level(level: str | int) -> int:
     raise ValueError(f"log.level: must be one of {', '.join(LEVELS)}, not {level!r}")
 
 
-def level_number(level: str, verbose: int = 0) -> int:
+def level_number(level: str | int, verbose: int = 0) -> int:
     """The stdlib level of a ``[log] level`` name; ``-v`` lowers it to INFO, ``-vv`` to DEBUG."""
-    number = logging.getLevelName("WARNING" if level.lower() == "warn" else level.upper())
-    number = number if isinstance(number, int) else logging.INFO
+    number = parse_level(level)
     if verbose:
         number = min(number, logging.DEBUG if verbose > 1 else logging.INFO)
     return number
 
 
-def configure_logging(level: str = "warning", fmt: str = "text", *, verbose: int = 0,
-                      stream: IO[str] | None = None) -> None:
-    """Send the root logger to stderr at ``level`` in ``fmt`` (``text`` or ``json``), replacing earlier setup."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+class FlywheelHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The handler :func:`install_handler` adds (a class of its own, so setting up again replaces it, and only it)."""
+
+
+def install_handler(level: str | int = "info", fmt: str = "text", *, stream: IO[str] | None = None,
+                    logger_name: str = "") -> logging.Handler:
+    """Send ``logger_name``'s records (the root's by default) at ``level`` and up to ``stream`` as ``fmt``.
+
+    The one set-up behind the CLI's ``[log]`` and the ``logging`` plugin's ``configure``:
+    a bad level or format raises ``ValueError`` naming ``log.level`` / ``log.format``; the
+    handler from an earlier call is replaced, other handlers (an app's own) are left alone.
+    """
+    numeric = parse_level(level)
+    handler = FlywheelHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(make_formatter(fmt))
-    logging.basicConfig(level=level_number(level, verbose), handlers=[handler], force=True)
+    target = logging.getLogger(logger_name or None)
+    for old in [h for h in target.handlers if isinstance(h, FlywheelHandler)]:
+        target.removeHandler(old)
+    target.addHandler(handler)
+    target.setLevel(numeric)
+    return handler
+
+
+def configure_logging(level: str = "warning", fmt: str = "text", *, verbose: int = 0,
+                      stream: IO[str] | None = None) -> logging.Handler:
+    """The CLI's set-up: the root logger to stderr at ``level`` (lowered by ``-v``) in ``fmt``."""
+    return install_handler(level_number(level, verbose), fmt, stream=stream)

@@ -15,21 +15,21 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
-import sys
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from flywheel.enums import JobState, RunOutcome
-from flywheel.events import ClaimEvent, FinishEvent, JobEvent, RetryEvent, SupersedeEvent, SweepEvent
 from flywheel.logsetup import (  # re-exported: the formats belong to this plugin's users too
     FORMATS as FORMATS,
     LEVELS as LEVELS,
     JsonFormatter as JsonFormatter,
     TextFormatter as TextFormatter,
-    make_formatter,
-    parse_level,
+    install_handler,
     record_fields as record_fields,
 )
 from flywheel.plugins import hookimpl
+
+if TYPE_CHECKING:
+    from flywheel.events import ClaimEvent, FinishEvent, JobEvent, RetryEvent, SupersedeEvent, SweepEvent
 
 logger = logging.getLogger("flywheel.events")
 
@@ -119,24 +119,14 @@ def flywheel_on_sweep(event: SweepEvent) -> None:
 
 # -- set-up ----------------------------------------------------------------------------------
 
-class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
-    """The handler :func:`configure` installs (a distinct class, so a second call replaces it)."""
-
 
 def configure(level: str | int = "info", fmt: str = "text", *, stream: IO[str] | None = None,
               logger_name: str = "") -> logging.Handler:
     """Send log records at ``level`` and above to ``stream`` (stderr) as ``fmt`` (``text``/``json``).
 
-    What the CLI calls for ``[log] level`` / ``format``. The handler goes on the root
-    logger by default (``logger_name=""``), so workers' own log lines come out in the same
-    format; calling it again replaces the handler it installed before. Returns the handler.
+    The same set-up the CLI uses for ``[log] level`` / ``format``
+    (:func:`flywheel.logsetup.install_handler`). The handler goes on the root logger by
+    default (``logger_name=""``), so workers' own log lines come out in the same format;
+    calling it again replaces the handler it installed before. Returns the handler.
     """
-    numeric = parse_level(level)
-    handler = _Handler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(make_formatter(fmt))
-    target = logging.getLogger(logger_name or None)
-    for old in [h for h in target.handlers if isinstance(h, _Handler)]:
-        target.removeHandler(old)
-    target.addHandler(handler)
-    target.setLevel(numeric)
-    return handler
+    return install_handler(level, fmt, stream=stream, logger_name=logger_name)

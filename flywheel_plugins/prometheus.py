@@ -21,10 +21,10 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from flywheel.enums import JobState
-from flywheel.events import ClaimEvent, FinishEvent, JobEvent, RetryEvent, SupersedeEvent, SweepEvent
 from flywheel.plugins import hookimpl
 
 if TYPE_CHECKING:
+    from flywheel.events import ClaimEvent, FinishEvent, JobEvent, RetryEvent, SupersedeEvent, SweepEvent
     from flywheel.db import Database
     from flywheel.node import Node
 

@@ -289,6 +289,19 @@ def test_doctor_reports_settings_with_their_sources(cli: Run, isolated: Path,
     assert "json" in rows["log.format"]
 
 
+def test_doctor_says_whether_metrics_can_be_served(isolated: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    ok(make_run(url)("migrate"))
+    line = [l for l in ok(make_run(url)("doctor")).splitlines() if l.startswith("metrics:")]
+    assert len(line) == 1 and "/metrics is served by the health server" in line[0]
+    monkeypatch.setitem(__import__("sys").modules, "prometheus_client", None)  # as if the extra were missing
+    line = [l for l in ok(make_run(url)("doctor")).splitlines() if l.startswith("metrics:")]
+    assert "pip install 'flywheel-jobs[prometheus]'" in line[0]
+    blocked = ok(make_run(url, make_plugin_manager(disabled=["prometheus"]))("doctor"))
+    assert "metrics:" not in blocked and "blocked: prometheus" in blocked
+
+
 def test_doctor_never_writes(isolated: Path, db_url: str) -> None:
     run = make_run(db_url)
     result = run("doctor")

@@ -78,7 +78,7 @@ def test_the_first_session_runs_the_job(tmp_path: Path) -> None:
     assert '"outcome": "success"' in done.stdout and '"sent_to": "a@b"' in done.stdout
 
 
-@pytest.mark.parametrize("doc", ["config.md", "cli.md"])
+@pytest.mark.parametrize("doc", ["config.md", "cli.md", "workers.md"])
 def test_every_toml_block_loads(doc: str, tmp_path: Path) -> None:
     for index, block in enumerate(blocks(doc, "toml")):
         name = "pyproject.toml" if "[tool.flywheel" in block else "flywheel.toml"
@@ -142,3 +142,21 @@ def test_every_config_key_and_variable_is_in_config_md() -> None:
         assert f"`{env_name(key)}`" in text, env_name(key)
     for key in ("slug", "cron", "every", "timezone", "queue", "active", "kind", "worker", "args"):
         assert f"| `{key}` |" in text, key
+
+
+def test_the_docs_index_links_every_doc_file() -> None:
+    index = (DOCS / "index.md").read_text(encoding="utf-8")
+    linked = {(DOCS / target.split("#")[0]).resolve() for target in re.findall(r"\]\(([^)#][^)]*)\)", index)}
+    unlinked = sorted(str(path.relative_to(DOCS)) for path in DOCS.rglob("*")
+                      if path.is_file() and path.name != "index.md" and path.resolve() not in linked)
+    assert unlinked == [], f"docs/index.md does not link {unlinked}"
+
+
+def test_every_relative_link_of_the_readme_and_docs_resolves() -> None:
+    broken = []
+    for doc in [ROOT / "README.md", *DOCS.rglob("*.md"), *(ROOT / "examples").rglob("*.md")]:
+        for target in re.findall(r"\]\(([^)]+)\)", doc.read_text(encoding="utf-8")):
+            path = target.split("#")[0]
+            if path and "://" not in path and not path.startswith("mailto:") and not (doc.parent / path).exists():
+                broken.append(f"{doc.relative_to(ROOT)}: {target}")
+    assert broken == []

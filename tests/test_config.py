@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar
@@ -288,3 +289,55 @@ def test_the_default_url_is_the_same_everywhere() -> None:
     import flywheel.config
 
     assert flywheel.DEFAULT_URL == flywheel.config.DEFAULT_URL == flywheel.cli.DEFAULT_URL == "sqlite:///flywheel.db"
+
+
+def test_one_definition_of_the_env_allowlist_durations_and_log_settings() -> None:
+    """What the merge had twice is defined once: the CLI, config and plugins agree."""
+    import logging
+    from datetime import timedelta
+
+    from flywheel import config, logsetup
+    from flywheel.errors import ValidationError
+    from flywheel_plugins import log_observer
+    from flywheel_plugins.workers import base
+    from flywheel_plugins.workers.shell import from_table
+
+    assert base.DEFAULT_ENV_ALLOWLIST is config.DEFAULT_ENV_ALLOWLIST
+    assert config.LOG_LEVELS == log_observer.LEVELS == logsetup.LEVELS and "warn" in logsetup.LEVELS
+    # a duration reads the same in [runtime] and in a worker table
+    for text, seconds in (("1m30s", 90), ("250ms", 0.25), (45, 45)):
+        assert config.converter.structure(text, timedelta) == timedelta(seconds=seconds)
+        assert from_table({"inline": "true", "timeout": text}).timeout_seconds == seconds
+    for bad in (True, [1]):
+        with pytest.raises(ValueError, match="must be a duration"):
+            config.converter.structure(bad, timedelta)
+        with pytest.raises(ValidationError, match="must be a duration"):
+            from_table({"inline": "true", "timeout": bad})
+    with pytest.raises(ValidationError, match="timeout"):
+        from_table({"inline": "true", "timeout": -1})
+    # "warn", which [log] level accepts, works in the logging plugin's set-up too
+    target = logging.getLogger("flywheel.test-warn")
+    try:
+        log_observer.configure("warn", "text", stream=io.StringIO(), logger_name=target.name)
+        assert target.level == logging.WARNING
+    finally:
+        target.handlers.clear()
+        target.setLevel(logging.NOTSET)
+
+
+def test_the_cli_log_setup_keeps_the_apps_own_handlers() -> None:
+    import logging
+
+    from flywheel.logsetup import configure_logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    own = logging.StreamHandler(io.StringIO())
+    try:
+        root.addHandler(own)
+        first = configure_logging("info", "json", stream=io.StringIO())
+        second = configure_logging("warning", "text", stream=io.StringIO())
+        assert own in root.handlers and second in root.handlers and first not in root.handlers
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)

@@ -296,6 +296,25 @@ def test_disable_env_takes_several_names(monkeypatch: pytest.MonkeyPatch) -> Non
     assert pm.get_plugin("cli") is not None
 
 
+#: CONTRACT.md §2/§6: the built-in entry-point names a user can block
+CONTRACT_NAMES = ("sqlite", "postgres", "logging", "prometheus", "health", "exec", "shell", "python", "mage", "http")
+
+
+@pytest.mark.parametrize("name", CONTRACT_NAMES)
+def test_every_contract_plugin_name_is_an_entry_point_and_can_be_blocked(
+        name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert name in {ep.name for ep in installed_entry_points()}
+    monkeypatch.delenv(DISABLE_ENV, raising=False)
+    assert make_plugin_manager().get_plugin(name) is not None
+    monkeypatch.setenv(DISABLE_ENV, name)
+    pm = make_plugin_manager()
+    assert pm.is_blocked(name) and pm.get_plugin(name) is None
+    assert all(pm.get_plugin(other) is not None for other in CONTRACT_NAMES if other != name)
+    if name in ("exec", "shell", "python", "mage", "http"):  # its worker kind goes with it
+        assert name not in flywheel.Registry().load_plugins(pm).kinds()
+        assert name in flywheel.Registry().load_plugins(make_plugin_manager(disabled=[])).kinds()
+
+
 def test_an_unblocked_manager_opens_sqlite(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv(DISABLE_ENV, raising=False)
     db = open_db(tmp_path, pm=make_plugin_manager())
@@ -490,3 +509,19 @@ def test_hello_example_hooks_work_with_an_explicit_manager(hello: ModuleType, tm
     job = flywheel.find_job(db, result.output.strip())
     assert (job.kind, job.args, job.state) == ("hello", {"name": "Grace"}, "available")
     db.close()
+
+
+@pytest.mark.parametrize(("module", "names"), [
+    ("flywheel_plugins.health", ["HealthServer", "HealthServerError", "parse_addr", "readiness"]),
+    ("flywheel_plugins.workers.exec", ["ExecArgs", "ExecWorker", "from_table"]),
+    ("flywheel_plugins.workers.shell", ["ShellArgs", "ShellWorker"]),
+    ("flywheel_plugins.workers.python", ["PythonArgs", "PythonWorker"]),
+    ("flywheel_plugins.workers.mage", ["MageArgs", "MageWorker"]),
+    ("flywheel_plugins.workers.http", ["HTTPArgs", "HTTPWorker", "DEFAULT_MAX_BODY_BYTES"]),
+])
+def test_light_plugin_modules_still_export_their_implementation(module: str, names: list[str]) -> None:
+    """The entry-point modules hold only hooks; their implementation's names stay importable from them."""
+    plugin = importlib.import_module(module)
+    for name in names:
+        assert getattr(plugin, name) is not None, name
+    assert not hasattr(plugin, "no_such_name")

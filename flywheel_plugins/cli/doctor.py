@@ -106,6 +106,9 @@ def doctor(state: State) -> None:
     active = [r["name"] for r in rows if r["status"] == "active"]
     blocked = [r["name"] for r in rows if r["status"] == "blocked"]
     click.echo(f"plugins:   {', '.join(active) or 'none'}" + (f" (blocked: {', '.join(blocked)})" if blocked else ""))
+    metrics = _metrics_status(state)
+    if metrics:
+        click.echo(f"metrics:   {metrics}")
     click.echo("settings:")
     config = loaded.config
     rows = []
@@ -123,6 +126,16 @@ def doctor(state: State) -> None:
     click.echo(f"status:    {'OK' if ok else 'FAILED'}")
     if not ok:
         raise SystemExit(1)
+
+
+def _metrics_status(state: State) -> str | None:
+    """The ``prometheus`` plugin's own status line (how to enable /metrics), when it is loaded."""
+    plugin = state.pm.get_plugin("prometheus")
+    status = getattr(plugin, "status", None)
+    if plugin is None or not callable(status):
+        return None
+    enabled, line = status()
+    return str(line)
 
 
 def _display_url(state: State, url: str) -> str:

@@ -47,11 +47,19 @@ def render(snap: dict[str, Any]) -> str:
              f"  jobs:         {snap['overview'].total} total"]
     lines += [f"    {name:<11} {counts.get(name, 0)}" for name in STATE_ORDER]
     lines.append(f"  schedules:    {len(active)} active / {len(snap['schedules'])} total")
-    lines += [f"    - {s.slug}  {s.kind}  {cadence(s)}  next {local_time(s.next_run_at)}" for s in active]
+    lines += _aligned([[f"- {s.slug}", s.kind, cadence(s), f"next {local_time(s.next_run_at)}"] for s in active])
     failures = snap["recent_failures"]
     lines.append(f"  recent failures (last {FAILURE_WINDOW_HOURS}h): {len(failures)}")
-    lines += [f"    - {f.kind}  {f.job_id}  {f.error_class or '-'}: {short(f.error_message, 79)}" for f in failures]
+    lines += _aligned([[f"- {f.kind}", f.job_id, f"{f.error_class or '-'}: {short(f.error_message, 79)}"]
+                       for f in failures])
     return "\n".join(lines)
+
+
+def _aligned(rows: list[list[str]]) -> list[str]:
+    """Rows as columns under the section, indented (nothing for no rows)."""
+    from flywheel_plugins.cli.output import table
+
+    return ["    " + line for line in table([""] * len(rows[0]), rows).splitlines()[1:]] if rows else []
 
 
 @click.command()

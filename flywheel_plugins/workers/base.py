@@ -16,13 +16,11 @@ from typing import Any
 import attrs
 
 from flywheel import clock
-from flywheel.durations import parse_duration
+from flywheel.config import DEFAULT_ENV_ALLOWLIST as DEFAULT_ENV_ALLOWLIST  # re-exported
+from flywheel.durations import duration_value
 from flywheel.enums import ErrorClass
 from flywheel.errors import ValidationError
 from flywheel.jobs import Job, Snooze
-
-#: Host variables a command sees when no ``[runtime] env_allowlist`` is configured.
-DEFAULT_ENV_ALLOWLIST: tuple[str, ...] = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")
 
 
 class WorkerFailure(Exception):
@@ -126,11 +124,10 @@ def args_from_table(cls: type[Any], table: Mapping[str, Any]) -> Any:
 
 
 def _duration_seconds(value: Any) -> float:
-    if isinstance(value, str):
-        return parse_duration(value, field="timeout").total_seconds()
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
-        return float(value)
-    raise ValidationError("timeout", f"must be a duration like \"30s\", not {value!r}")
+    seconds = duration_value(value, field="timeout").total_seconds()
+    if seconds < 0:
+        raise ValidationError("timeout", f"must not be negative, not {value!r}")
+    return seconds
 
 
 _UNIONS = (typing.Union, types.UnionType)

@@ -1,6 +1,6 @@
-"""The ``health`` plugin: a node's HTTP probes and ``/metrics``, on the stdlib's ThreadingHTTPServer.
+"""The ``health`` plugin's server: a node's HTTP probes and ``/metrics``, on the stdlib's ThreadingHTTPServer.
 
-Started through ``flywheel_services(node)`` when ``node.health.addr`` (``HealthConfig(addr=…)``,
+Started by the plugin's ``flywheel_services(node)`` (in :mod:`flywheel_plugins.health`) when ``node.health.addr`` (``HealthConfig(addr=…)``,
 ``[runtime] metrics_addr``) is set, and bound to that address only:
 
 - ``GET /healthz``: 200 ``ok`` while the process serves (liveness);
@@ -24,7 +24,6 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from flywheel.errors import FlywheelError
-from flywheel.plugins import hookimpl
 
 if TYPE_CHECKING:
     from flywheel.node import Node
@@ -35,14 +34,6 @@ SHUTDOWN_POLL_S = 0.1
 
 class HealthServerError(FlywheelError):
     """The health server cannot listen where it was told to."""
-
-
-@hookimpl
-def flywheel_services(node: Node) -> Any:
-    """A health server for a node with ``health.addr`` set; nothing otherwise."""
-    if not node.health.addr:
-        return None
-    return HealthServer(node, node.health.addr)
 
 
 def parse_addr(addr: str) -> tuple[str, int]:
