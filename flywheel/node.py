@@ -16,9 +16,10 @@ is on the main thread), the node drains:
    whose worker had returned by then are not released: their finalisation is committed
    first (given up to a lease, at most ``FINALIZE_GRACE``), so finished work is kept.
 
-A second signal exits the process at once (``os._exit(1)``). A component that fails (a
-runner or the scheduler raising, a service failing to start) tears the node down the
-same way; ``run()`` then logs the error and re-raises it.
+A second signal exits the process at once (``os._exit(1)``); one that arrives within
+``SIGNAL_REPEAT_WINDOW`` (1 s) of the first is taken as the same stop delivered twice.
+A component that fails (a runner or the scheduler raising, a service failing to start) tears
+the node down the same way; ``run()`` then logs the error and re-raises it.
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ if TYPE_CHECKING:
     from flywheel.scheduler import Scheduler
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: a repeat of the stop signal within this many seconds is the same stop delivered twice
+#: (``timeout`` signals the child and then its process group), not an operator's second signal
+SIGNAL_REPEAT_WINDOW = 1.0
 _JOIN_GRACE_S = 1.0
 
 
@@ -103,7 +107,7 @@ class Node:
         self._maintenance_stop = threading.Event()
         self._error: BaseException | None = None
         self._error_lock = threading.Lock()
-        self._signalled = False
+        self._signalled: float | None = None  # monotonic time of the first stop signal
         self._started = False
 
     def _build_runner(self, index: int, config: RunnerConfig) -> Runner:
@@ -267,11 +271,14 @@ class Node:
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         name = signal.Signals(signum).name
-        if self._signalled:
+        now = time.monotonic()
+        if self._signalled is not None:
+            if now - self._signalled < SIGNAL_REPEAT_WINDOW:
+                return  # the same stop delivered twice (timeout(1), a process-group kill): keep draining
             self.log.critical("flywheel: second %s, exiting immediately without draining", name)
             _flush_logs()
             os._exit(1)
-        self._signalled = True
+        self._signalled = now
         self.log.warning("flywheel: %s received, draining (send it again to exit at once)", name)
         self.stop()
 
