@@ -23,6 +23,7 @@ import cattrs
 
 from flywheel.durations import parse_duration
 from flywheel.errors import FlywheelError, ValidationError
+from flywheel.runner import DEFAULT_CONCURRENCY, DEFAULT_PREFETCH
 
 DEFAULT_URL = "sqlite:///flywheel.db"  # the same as flywheel.db.DEFAULT_URL (not imported: it pulls peewee)
 DEFAULT_ENV_ALLOWLIST = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")
@@ -55,7 +56,8 @@ class RuntimeConfig:
     """``[runtime]``: what ``flywheel serve`` runs and how."""
 
     queues: tuple[str, ...] = ("default", "periodic")
-    concurrency: int = 1
+    concurrency: int = DEFAULT_CONCURRENCY
+    prefetch: int = DEFAULT_PREFETCH
     lease: timedelta = timedelta(seconds=30)
     poll_interval: timedelta = timedelta(milliseconds=250)
     retry_backoff_base: timedelta = timedelta(seconds=1)
@@ -224,6 +226,7 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "database.url": (lambda v: bool(v.strip()), "must not be empty"),
     "runtime.queues": (lambda v: bool(v) and all(q.strip() for q in v), "must name at least one non-empty queue"),
     "runtime.concurrency": (lambda v: v >= 1, "must be at least 1"),
+    "runtime.prefetch": (lambda v: v >= 0, "must not be negative"),
     "runtime.lease": (_positive, "must be positive"),
     "runtime.poll_interval": (_positive, "must be positive"),
     "runtime.retry_backoff_base": (_positive, "must be positive"),
