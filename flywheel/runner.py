@@ -264,8 +264,10 @@ class Runner:
         taken = self.leases.take_running(unstarted_only=True)
         if not taken:
             return 0
-        self._forget_taken(taken)
-        return self._unclaim(taken)
+        try:
+            return self._unclaim(taken)
+        finally:
+            self._forget_taken(taken)
 
     def _forget_taken(self, leases: list[Lease]) -> None:
         with self._slots:
@@ -400,12 +402,13 @@ class Runner:
     def _hand_back(self, lease: Lease) -> None:
         self.log.warning("jobs: prefetched job %s was not started: its lease %s; handing it back", lease.job_id,
                          "was lost" if lease.lost else "was last renewed too long ago")
-        self._forget_taken([lease])
         try:
             self._unclaim([lease])
         except Exception as exc:  # the sweep recovers it once its lease expires
             self.log.warning("jobs: handing back job %s failed; the sweep will recover it: %s", lease.job_id,
                              one_line(exc))
+        finally:  # only now: a runner waiting for idle sees the job back in the queue
+            self._forget_taken([lease])
 
     def _work_done(self) -> None:
         with self._slots:

@@ -188,3 +188,26 @@ def test_prefetch_and_concurrency_are_validated_and_default_sensibly(db: flywhee
         with pytest.raises(flywheel.ValidationError) as caught:
             flywheel.Runner(db, registry, prefetch=bad)  # type: ignore[arg-type]
         assert caught.value.field == "prefetch"
+
+
+def test_a_prefetched_job_cancelled_before_it_starts_never_runs(
+        db: flywheel.Database, registry: flywheel.Registry, client: flywheel.Client,
+        make_runner: Callable[..., flywheel.Runner]) -> None:
+    started: list[str] = []
+    release = blocker(registry, started)
+    ran: list[str] = []
+    registry.worker("noop")(lambda job: ran.append(job.id))
+    client.enqueue("block", {})
+    waiting = client.enqueue("noop", {})
+    runner = make_runner(concurrency=1, prefetch=2, lease=1.0, heartbeat_interval=0.1)
+    thread = in_thread(runner.run_until_idle, 60)
+    wait_for(lambda: started == ["block"] and job_row(db, waiting)["state"] == "running", what="prefetch")
+    flywheel.cancel_job(db, waiting)
+    wait_for(lambda: runner.in_flight == 2 and not any(lease.job_id == waiting and lease.renew
+                                                       for lease in runner.leases.all()),
+             what="the renewal to find the prefetched lease gone")
+    release.set()
+    thread.join(60)
+    assert ran == []
+    assert job_row(db, waiting)["state"] == "cancelled"
+    assert [r["outcome"] for r in run_rows(db, waiting)] == ["crashed"]  # closed, never left 'started'
