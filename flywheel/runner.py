@@ -9,7 +9,9 @@ returns; the finaliser commits what the slots finished meanwhile in one transact
 
 Prefetch: the claim loop keeps up to ``prefetch`` jobs claimed beyond the busy workers,
 claiming in batches once half of that buffer has been used, so a slot's next job is
-already leased when it frees. Prefetched attempts hold a lease that the keeper renews
+already leased when it frees. It prefetches only as many as its workers would start within
+:data:`PREFETCH_HORIZON` at their recent pace (none before its first job returned), so
+fast jobs are batched and slow ones stay in the queue for any runner. Prefetched attempts hold a lease that the keeper renews
 from the claim; workers take them in priority order; one whose lease was last confirmed
 too long ago (or is lost) is handed back unstarted, and at shutdown or a node's drain
 every unstarted one is handed back at once without using up an attempt
@@ -61,7 +63,10 @@ FINALIZE_GROUP = 64
 MAX_DEFAULT_CONCURRENCY = 32
 #: jobs a runner claims beyond its busy workers unless told otherwise (measured:
 #: docs/benchmarks.md, "Prefetch and the default concurrency")
-DEFAULT_PREFETCH = 8
+DEFAULT_PREFETCH = 32
+#: a runner prefetches only the jobs its workers are expected to start within this long
+#: at their recent pace, so slow jobs are never hoarded away from other runners
+PREFETCH_HORIZON = 0.1  # seconds
 
 
 def default_concurrency() -> int:
@@ -141,6 +146,7 @@ class Runner:
         self._inflight = 0  # claimed and not yet finalised
         self._executing = 0  # claimed and not returned: running or prefetched
         self._draining = False  # shutting down: prefetched attempts are not started
+        self._pace: float | None = None  # moving average of a worker's seconds per job
         self._spare_run_ids: list[str] = []
         self._runs_written = 0
         self._finished: queue.SimpleQueue[Attempt | None] = queue.SimpleQueue()  # a new one per start
@@ -324,20 +330,27 @@ class Runner:
         # A slot frees when its worker returns, so the next claim overlaps the finaliser's
         # commit; finished attempts awaiting that commit are capped at ``concurrency`` more.
         # With prefetch, claims wait until half the buffer is used, so each claims a batch.
-        held = self.concurrency + self.prefetch
-        limit = held + self.concurrency
-        batch = max(1, (self.prefetch + 1) // 2)
         with self._slots:
-            while min(held - self._executing, limit - self._inflight) < batch and not (
-                    self._executing == 0 and self._inflight < limit) and not (
-                    stop.is_set() or self._stop.is_set()):
+            while not (stop.is_set() or self._stop.is_set()):
+                ahead = self._prefetch_target()
+                held = self.concurrency + ahead
+                limit = held + self.concurrency
+                free = min(held - self._executing, limit - self._inflight)
+                if free >= max(1, (ahead + 1) // 2) or (free > 0 and self._executing == 0):
+                    return free
                 remaining = _remaining(deadline)
                 if remaining == 0:
                     return 0
                 self._slots.wait(0.5 if remaining is None else min(0.5, remaining))
-            if stop.is_set() or self._stop.is_set():
-                return 0
-            return min(held - self._executing, limit - self._inflight)
+            return 0
+
+    def _prefetch_target(self) -> int:
+        """Jobs to hold beyond the busy workers now: those they would start within the horizon."""
+        if not self.prefetch or self._pace is None:
+            return 0
+        if self._pace <= 0:
+            return self.prefetch
+        return min(self.prefetch, int(self.concurrency * PREFETCH_HORIZON / self._pace))
 
     def _claim(self, limit: int) -> list[tuple[ClaimedJob, Lease]]:
         started = time.monotonic()
@@ -397,7 +410,7 @@ class Runner:
         if not self.leases.returned(lease):  # released (drain or timeout): its verdict is recorded
             return
         self._finished.put(attempt)
-        self._work_done()
+        self._work_done(attempt.duration.total_seconds())
 
     def _hand_back(self, lease: Lease) -> None:
         self.log.warning("jobs: prefetched job %s was not started: its lease %s; handing it back", lease.job_id,
@@ -410,8 +423,10 @@ class Runner:
         finally:  # only now: a runner waiting for idle sees the job back in the queue
             self._forget_taken([lease])
 
-    def _work_done(self) -> None:
+    def _work_done(self, seconds: float | None = None) -> None:
         with self._slots:
+            if seconds is not None:
+                self._pace = seconds if self._pace is None else 0.8 * self._pace + 0.2 * seconds
             self._executing -= 1
             self._slots.notify_all()
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 def running(db: flywheel.Database) -> int:
     return db.Job.select().where(db.Job.state == "running").count()
+
+
+def warm_up(runner: flywheel.Runner, client: flywheel.Client, registry: flywheel.Registry) -> None:
+    """Run a few fast jobs: a runner prefetches only once it has seen how fast its jobs are."""
+    registry.worker("warm")(lambda job: None)
+    for _ in range(3):
+        client.enqueue("warm", {})
+    runner.run_until_idle(timeout=30)
 
 
 def blocker(registry: flywheel.Registry, started: list[str] | None = None) -> threading.Event:
@@ -49,6 +58,7 @@ def test_prefetched_jobs_start_in_priority_order(db: flywheel.Database, registry
     release = blocker(registry, order)
     registry.worker("mark")(lambda job: order.append(job.args["name"]))
     runner = make_runner(concurrency=1, prefetch=4)
+    warm_up(runner, client, registry)
     client.enqueue("block", {})
     stop = threading.Event()
     thread = in_thread(runner.run, stop)
@@ -69,6 +79,7 @@ def test_a_drain_hands_prefetched_jobs_back_at_once_without_using_an_attempt(
     started: list[str] = []
     release = blocker(registry, started)
     registry.worker("noop")(lambda job: None)
+    warm = [client.enqueue("noop", {}) for _ in range(3)]  # run first, one by one: then it prefetches
     blocked = client.enqueue("block", {})
     waiting = [client.enqueue("noop", {}) for _ in range(4)]
     node = Node(db, registry, runners=[RunnerConfig(concurrency=1, prefetch=4, poll_interval=0.02)],
@@ -79,6 +90,7 @@ def test_a_drain_hands_prefetched_jobs_back_at_once_without_using_an_attempt(
     # the blocker still runs; the prefetched jobs are back in the queue as if never claimed
     wait_for(lambda: all(job_row(db, j)["state"] == "available" for j in waiting), what="prefetched jobs released")
     assert job_row(db, blocked)["state"] == "running"
+    assert all(job_row(db, j)["state"] == "succeeded" for j in warm)
     for job_id in waiting:
         row = job_row(db, job_id)
         assert (row["attempt"], row["lease_token"], row["leased_until"]) == (0, None, None)
@@ -99,9 +111,10 @@ def test_renewal_covers_prefetched_jobs(db: flywheel.Database, registry: flywhee
     started: list[str] = []
     release = blocker(registry, started)
     registry.worker("noop")(lambda job: None)
+    runner = make_runner(concurrency=1, prefetch=2, lease=0.6, heartbeat_interval=0.1)
+    warm_up(runner, client, registry)
     client.enqueue("block", {})
     waiting = client.enqueue("noop", {})
-    runner = make_runner(concurrency=1, prefetch=2, lease=0.6, heartbeat_interval=0.1)
     thread = in_thread(runner.run_until_idle, 60)
     wait_for(lambda: started == ["block"] and job_row(db, waiting)["state"] == "running", what="prefetch")
     first = job_row(db, waiting)["leased_until"]
@@ -127,10 +140,11 @@ def test_a_prefetched_job_whose_lease_may_have_lapsed_does_not_start(
     def unreachable(*args: Any, **kwargs: Any) -> Any:
         raise peewee.OperationalError("database unreachable (test)")
 
+    runner = make_runner(concurrency=1, prefetch=2, lease=1.0, heartbeat_interval=0.2)
+    warm_up(runner, client, registry)
     monkeypatch.setattr(db.driver, "renew_leases", unreachable)
     blocked = client.enqueue("block", {})
     waiting = client.enqueue("noop", {})
-    runner = make_runner(concurrency=1, prefetch=2, lease=1.0, heartbeat_interval=0.2)
     caplog.set_level(logging.WARNING, logger="flywheel.runner")
     thread = in_thread(runner.run_until_idle, 60)
     wait_for(lambda: started == ["block"] and job_row(db, waiting)["state"] == "running", what="prefetch")
@@ -147,11 +161,11 @@ def test_a_prefetched_job_whose_lease_may_have_lapsed_does_not_start(
 
 
 SIGKILL_RUNNER = textwrap.dedent("""
-    import sys, threading
+    import sys, time
     import flywheel
     db = flywheel.connect(sys.argv[1])
     registry = flywheel.Registry()
-    registry.worker("hang")(lambda job: threading.Event().wait(600))
+    registry.worker("hang")(lambda job: time.sleep(600))
     registry.worker("noop")(lambda job: None)
     flywheel.Runner(db, registry, concurrency=1, prefetch=8, lease=1.0, poll_interval=0.05).run()
 """)
@@ -160,15 +174,20 @@ SIGKILL_RUNNER = textwrap.dedent("""
 def test_sigkill_of_a_runner_holding_prefetched_jobs_loses_none(db: flywheel.Database, db_url: str,
                                                                 client: flywheel.Client,
                                                                 registry: flywheel.Registry) -> None:
+    warm = [client.enqueue("noop", {}) for _ in range(3)]  # run first, one by one: then it prefetches
     hung = client.enqueue("hang", {})
     waiting = [client.enqueue("noop", {}) for _ in range(8)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     child = subprocess.Popen([sys.executable, "-c", SIGKILL_RUNNER, db_url], env=env, stderr=subprocess.PIPE)
     try:
-        wait_for(lambda: running(db) == 9, what="the child to hold the hung job and 8 prefetched ones")
+        wait_for(lambda: job_row(db, hung)["state"] == "running" and running(db) >= 5,
+                 what="the child to hold the hung job and prefetched ones")
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait(30)
+    assert all(job_row(db, j)["state"] == "succeeded" for j in warm)
+    held = {row[0] for row in db.Job.select(db.Job.id).where(db.Job.state == "running").tuples()}
+    assert hung in held and len(held) >= 5  # the hung job and at least 4 prefetched, unstarted ones
     scheduler = flywheel.Scheduler(db)
     wait_for(lambda: scheduler.sweep() >= 0 and running(db) == 0, timeout=30, what="the sweep to reclaim them")
     registry.worker("hang")(lambda job: None)
@@ -176,8 +195,8 @@ def test_sigkill_of_a_runner_holding_prefetched_jobs_loses_none(db: flywheel.Dat
     flywheel.Runner(db, registry, concurrency=2, poll_interval=0.02).run_until_idle(timeout=60)
     for job_id in [hung, *waiting]:
         assert job_row(db, job_id)["state"] == "succeeded"
-        assert [r["outcome"] for r in run_rows(db, job_id)] == ["crashed", "success"]
-
+        expected = ["crashed", "success"] if job_id in held else ["success"]
+        assert [r["outcome"] for r in run_rows(db, job_id)] == expected
 
 def test_prefetch_and_concurrency_are_validated_and_default_sensibly(db: flywheel.Database,
                                                                      registry: flywheel.Registry) -> None:
@@ -197,9 +216,10 @@ def test_a_prefetched_job_cancelled_before_it_starts_never_runs(
     release = blocker(registry, started)
     ran: list[str] = []
     registry.worker("noop")(lambda job: ran.append(job.id))
+    runner = make_runner(concurrency=1, prefetch=2, lease=1.0, heartbeat_interval=0.1)
+    warm_up(runner, client, registry)
     client.enqueue("block", {})
     waiting = client.enqueue("noop", {})
-    runner = make_runner(concurrency=1, prefetch=2, lease=1.0, heartbeat_interval=0.1)
     thread = in_thread(runner.run_until_idle, 60)
     wait_for(lambda: started == ["block"] and job_row(db, waiting)["state"] == "running", what="prefetch")
     flywheel.cancel_job(db, waiting)
@@ -211,3 +231,18 @@ def test_a_prefetched_job_cancelled_before_it_starts_never_runs(
     assert ran == []
     assert job_row(db, waiting)["state"] == "cancelled"
     assert [r["outcome"] for r in run_rows(db, waiting)] == ["crashed"]  # closed, never left 'started'
+
+
+def test_slow_jobs_are_not_prefetched(db: flywheel.Database, registry: flywheel.Registry, client: flywheel.Client,
+                                      make_runner: Callable[..., flywheel.Runner]) -> None:
+    # 0.3 s per job is slower than the prefetch horizon: the runner leaves them to any runner
+    registry.worker("slow")(lambda job: time.sleep(0.3))
+    jobs = [client.enqueue("slow", {}) for _ in range(4)]
+    runner = make_runner(concurrency=1, prefetch=32)
+    thread = in_thread(runner.run_until_idle, 60)
+    most = 0
+    while thread.is_alive():
+        most = max(most, running(db))
+        threading.Event().wait(0.02)
+    assert most <= 2  # the job running, and the one before it while its finalisation commits; never all 4
+    assert all(job_row(db, j)["state"] == "succeeded" for j in jobs)
