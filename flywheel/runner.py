@@ -61,7 +61,7 @@ if TYPE_CHECKING:
 FINALIZE_GROUP = 64
 #: :func:`default_concurrency`'s cap, as ``concurrent.futures.ThreadPoolExecutor``'s
 MAX_DEFAULT_CONCURRENCY = 32
-#: jobs a runner claims beyond its busy workers unless told otherwise (measured:
+#: the most jobs a runner claims beyond its busy workers unless told otherwise (measured:
 #: docs/benchmarks.md, "Prefetch and the default concurrency")
 DEFAULT_PREFETCH = 32
 #: a runner prefetches only the jobs its workers are expected to start within this long
