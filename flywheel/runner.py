@@ -245,8 +245,9 @@ class Runner:
     def release_in_flight(self) -> int:
         """Hand the attempts whose worker still runs back to the queue at once; return how many.
 
-        Meant for a runner that stopped claiming (a node past its drain deadline). Attempts
-        whose worker already returned are not released: the finaliser commits them (wait
+        Meant for a runner that stopped claiming (a node past its drain deadline). Prefetched
+        attempts not started yet go back as by :meth:`release_prefetched`. Attempts whose
+        worker already returned are not released: the finaliser commits them (wait
         with :meth:`wait_idle`). What a released worker returns later is dropped.
         """
         running = self.leases.take_running()
