@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     options: dict[str, Any] = {"queues": (QUEUE,), "concurrency": args.concurrency}
     if args.poll_interval is not None:
         options["poll_interval"] = args.poll_interval
+    if os.environ.get("FLYWHEEL_BENCH_PREFETCH"):  # prefetch off vs on (issue 13); default: the Runner's
+        options["prefetch"] = int(os.environ["FLYWHEEL_BENCH_PREFETCH"])
     runner = flywheel.Runner(db, make_registry(), **options)
     flywheel.count_active_jobs(db)  # opens this thread's connection before the clock starts
 

@@ -21,9 +21,11 @@ from typing import Any
 import attrs
 import cattrs
 
+from flywheel.defaults import DEFAULT_CONCURRENCY, DEFAULT_PREFETCH
 from flywheel.durations import duration_value
 from flywheel.errors import FlywheelError, ValidationError
-from flywheel.logsetup import FORMATS as LOG_FORMATS, LEVELS as LOG_LEVELS
+from flywheel.logsetup import FORMATS as LOG_FORMATS
+from flywheel.logsetup import LEVELS as LOG_LEVELS
 
 DEFAULT_URL = "sqlite:///flywheel.db"  # the same as flywheel.db.DEFAULT_URL (not imported: it pulls peewee)
 #: Host variables a command worker sees when no ``[runtime] env_allowlist`` is configured.
@@ -55,7 +57,8 @@ class RuntimeConfig:
     """``[runtime]``: what ``flywheel serve`` runs and how."""
 
     queues: tuple[str, ...] = ("default", "periodic")
-    concurrency: int = 1
+    concurrency: int = DEFAULT_CONCURRENCY
+    prefetch: int = DEFAULT_PREFETCH
     lease: timedelta = timedelta(seconds=30)
     poll_interval: timedelta = timedelta(milliseconds=250)
     retry_backoff_base: timedelta = timedelta(seconds=1)
@@ -218,6 +221,7 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "database.url": (lambda v: bool(v.strip()), "must not be empty"),
     "runtime.queues": (lambda v: bool(v) and all(q.strip() for q in v), "must name at least one non-empty queue"),
     "runtime.concurrency": (lambda v: v >= 1, "must be at least 1"),
+    "runtime.prefetch": (lambda v: v >= 0, "must not be negative"),
     "runtime.lease": (_positive, "must be positive"),
     "runtime.poll_interval": (_positive, "must be positive"),
     "runtime.retry_backoff_base": (_positive, "must be positive"),

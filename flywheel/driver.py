@@ -63,6 +63,8 @@ class ClaimedJob:
     lease_token: str
     run_id: str
     started_at: datetime
+    #: lower runs first; a runner starts the jobs it prefetched in this order
+    priority: int = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -287,6 +289,34 @@ class Driver:
                     ).execute()
         return released
 
+    def unclaim(self, db: Database, attempts: Sequence[tuple[str, str, str]], now: datetime) -> int:
+        """Undo the claims of ``(job_id, token, run_id)`` attempts whose worker never started.
+
+        A job still held under the token goes back to ``available`` as if never claimed:
+        its attempt counter is decremented and the attempt's ``started`` run row deleted
+        (scheduled_at and priority are kept, so it keeps its place in the queue). An
+        attempt whose lease is already gone (cancelled, retried, swept) only has its run
+        row closed as ``crashed``. Returns the jobs handed back.
+        """
+        Job, JobRun = db.Job, db.JobRun
+        released = 0
+        with db.atomic():
+            for job_id, token, run_id in attempts:
+                count = (
+                    Job.update(state=JobState.AVAILABLE.value, attempt=Job.attempt - 1, leased_until=None,
+                               lease_token=None, updated_at=now)
+                    .where(Job.id == job_id, Job.state == JobState.RUNNING.value, Job.lease_token == token)
+                    .execute()
+                )
+                if count:
+                    released += count
+                    JobRun.delete().where(JobRun.id == run_id, JobRun.outcome == RunOutcome.STARTED.value).execute()
+                else:
+                    JobRun.update(outcome=RunOutcome.CRASHED.value, finished_at=now,
+                                  error_message="jobs: prefetched attempt never started; its lease was lost").where(
+                        JobRun.id == run_id, JobRun.outcome == RunOutcome.STARTED.value).execute()
+        return released
+
     # -- finalisation ----------------------------------------------------------
 
     def finalize(self, db: Database, plans: Sequence[FinalizePlan]) -> list[FinalizeResult]:
@@ -410,7 +440,7 @@ def _claimed(row: dict[str, Any], request: ClaimRequest, run_id: str) -> Claimed
         scheduled_at=from_db_time(row["scheduled_at"]),  # type: ignore[arg-type]
         metadata={} if metadata == "{}" else dict(loads_json(metadata) or {}),
         executor_class=row["executor_class"] or "", lease_token=request.lease_token, run_id=run_id,
-        started_at=request.now,
+        started_at=request.now, priority=int(row["priority"] or 0),
     )
 
 

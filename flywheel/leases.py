@@ -6,6 +6,10 @@ old one fenced and the new one live, and finishing the old one must not touch th
 one's lease. An attempt's lease is renewed from its claim until its finalisation has
 committed, so a slow commit cannot let the sweep reclaim work that already finished.
 
+A prefetched attempt (claimed ahead of a free slot) is tracked and renewed from its claim
+like a running one; :meth:`LeaseKeeper.begin` decides, atomically with a release, whether
+its worker may still start it.
+
 A renewal that finds its lease gone (an operator cancelled or retried the job, or the
 sweep reclaimed it) sets the attempt's ``cancelled`` event and stops renewing; so does a
 sync job past its deadline, whose lease then lapses unless it returns.
@@ -44,6 +48,8 @@ class Lease:
     renew: bool = True
     timed_out: bool = False
     lost: bool = False
+    #: the worker began (a prefetched attempt is tracked, and renewed, before it starts)
+    started: bool = False
     #: the worker returned; the attempt waits for (or is in) its finalisation
     returned: bool = False
     #: handed back to the queue (drain or timeout): whatever the worker returns is dropped
@@ -97,6 +103,27 @@ class LeaseKeeper:
                 lease.renew = True
             return True
 
+    def begin(self, lease: Lease, max_age: float) -> str:
+        """Decide whether a worker may start ``lease``'s attempt: ``start``, ``skip`` or ``drop``.
+
+        ``skip``: it was released meanwhile (its releaser did the bookkeeping). ``drop``: its
+        lease is lost, or was last confirmed more than ``max_age`` seconds ago and may lapse
+        before the worker is done; it is taken out of the keeper and the caller hands it
+        back. Never does an attempt start once its lease may have been lost.
+        """
+        with self.lock:
+            if lease.released:
+                return "skip"
+            if lease.lost or time.monotonic() - lease.renewed > max_age:
+                lease.released = True
+                lease.renew = False
+                lease.cancelled.set()
+                if self._leases.get(lease.key) is lease:
+                    del self._leases[lease.key]
+                return "drop"
+            lease.started = True
+            return "start"
+
     def forget(self, lease: Lease) -> None:
         with self.lock:
             if self._leases.get(lease.key) is lease:
@@ -111,13 +138,15 @@ class LeaseKeeper:
         with self.lock:
             return [lease for lease in self._leases.values() if lease.renew]
 
-    def take_running(self) -> list[Lease]:
-        """Mark every attempt whose worker is still running as released and return them.
+    def take_running(self, *, unstarted_only: bool = False) -> list[Lease]:
+        """Mark every attempt whose worker has not returned as released and return them.
 
+        That includes prefetched attempts not started yet (``unstarted_only``: only those).
         Attempts whose worker has returned are left to the finaliser: their work is done.
         """
         with self.lock:
-            running = [lease for lease in self._leases.values() if not lease.returned and not lease.released]
+            running = [lease for lease in self._leases.values() if not lease.returned and not lease.released
+                       and not (unstarted_only and lease.started)]
             for lease in running:
                 lease.released = True
                 lease.renew = False

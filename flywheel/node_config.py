@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from flywheel.durations import to_timedelta
-from flywheel.runner import MAX_POLL_BACKOFF, Runner, check_timing
+from flywheel.runner import DEFAULT_CONCURRENCY, DEFAULT_PREFETCH, MAX_POLL_BACKOFF, Runner, check_timing
 from flywheel.scheduler import DEFAULT_BACKFILL_CAP, Scheduler
 
 if TYPE_CHECKING:
@@ -44,7 +44,8 @@ class RunnerConfig:
     """The settings of one :class:`~flywheel.runner.Runner` in a node."""
 
     queues: tuple[str, ...] = attrs.field(default=("default",), converter=_queues)
-    concurrency: int = 1
+    concurrency: int = DEFAULT_CONCURRENCY
+    prefetch: int = DEFAULT_PREFETCH
     executor_class: str = ""
     claim_any_class: bool = False
     lease: timedelta = attrs.field(default=timedelta(seconds=30), converter=_duration("lease"))

@@ -4,7 +4,18 @@ Threads, per runner: the claim loop (the caller of ``run``), ``concurrency`` wor
 threads, one finaliser that commits finished attempts in small groups, one lease keeper,
 and an event loop thread for ``async def`` workers (started on first use). Worker
 threads never touch the database for bookkeeping, so a runner needs three connections
-whatever its concurrency. A slot is freed when its own job's finalisation commits.
+whatever its concurrency. A worker is free for its next job as soon as its worker
+returns; the finaliser commits what the slots finished meanwhile in one transaction.
+
+Prefetch: the claim loop keeps up to ``prefetch`` jobs claimed beyond the busy workers,
+claiming in batches once half of that buffer has been used, so a slot's next job is
+already leased when it frees. It prefetches only as many as its workers would start within
+:data:`PREFETCH_HORIZON` at their recent pace (none before its first job returned), so
+fast jobs are batched and slow ones stay in the queue for any runner. Prefetched attempts hold a lease that the keeper renews
+from the claim; workers take them in priority order; one whose lease was last confirmed
+too long ago (or is lost) is handed back unstarted, and at shutdown or a node's drain
+every unstarted one is handed back at once without using up an attempt
+(:meth:`~flywheel.driver.Driver.unclaim`).
 
 All in-process bookkeeping (lease, deadline, cancel flag, release) belongs to the attempt
 (:class:`~flywheel.leases.Lease`, keyed by run id), never to the job id: one runner may
@@ -15,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import itertools
 import logging
 import os
 import queue
@@ -26,14 +38,28 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from flywheel import clock
+from flywheel.defaults import (  # noqa: F401 - re-exported: the runner's defaults
+    DEFAULT_CONCURRENCY,
+    DEFAULT_PREFETCH,
+    MAX_DEFAULT_CONCURRENCY,
+    default_concurrency,
+)
 from flywheel.dispatch import Attempt, execute
-from flywheel.finalize import persist
 from flywheel.driver import ClaimedJob, ClaimRequest
 from flywheel.durations import require_timedelta, to_timedelta
 from flywheel.enums import JobState
 from flywheel.errors import ValidationError
-from flywheel.events import ClaimEvent, FinishEvent, JobEvent, RetryEvent, SupersedeEvent
+from flywheel.events import (
+    ClaimEvent,
+    FinishEvent,
+    JobEvent,
+    RetryEvent,
+    SupersedeEvent,
+)
+from flywheel.finalize import persist
 from flywheel.ids import new_id
 from flywheel.leases import Lease, LeaseKeeper
 from flywheel.plugins import emit, has_observers, resolve
@@ -45,6 +71,11 @@ if TYPE_CHECKING:
     from flywheel.registry import Registry
 
 FINALIZE_GROUP = 64
+#: a runner prefetches only the jobs its workers are expected to start within this long
+#: at their recent pace, so slow jobs are never hoarded away from other runners
+PREFETCH_HORIZON = 0.1  # seconds
+
+
 MAX_POLL_BACKOFF = timedelta(seconds=30)
 #: at most this long (or one lease) to commit attempts that returned before a deadline
 FINALIZE_GRACE = timedelta(seconds=5)
@@ -59,7 +90,8 @@ class Runner:
         registry: Registry,
         *,
         queues: Sequence[str] = ("default",),
-        concurrency: int = 1,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        prefetch: int = DEFAULT_PREFETCH,
         executor_class: str = "",
         claim_any_class: bool = False,
         lease: timedelta | float = timedelta(seconds=30),
@@ -78,11 +110,14 @@ class Runner:
             raise ValidationError("queue", f"a runner needs at least one non-empty queue name, not {queues!r}")
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ValidationError("concurrency", f"must be a positive integer, not {concurrency!r}")
+        if not isinstance(prefetch, int) or isinstance(prefetch, bool) or prefetch < 0:
+            raise ValidationError("prefetch", f"must be a non-negative integer, not {prefetch!r}")
         self.db = db
         self.registry = registry
         self.pm = resolve(pm) if pm is not None else db.pm
         self.queues = tuple(queues)
         self.concurrency = concurrency
+        self.prefetch = prefetch
         self.executor_class = executor_class or ""
         self.claim_any_class = claim_any_class
         self.lease = require_timedelta(lease, field="lease")
@@ -98,10 +133,14 @@ class Runner:
         self.log = logger or logging.getLogger("flywheel.runner")
         self.executor_id = f"{socket.gethostname() or 'unknown'}:{os.getpid()}"
         self.leases = LeaseKeeper(db, self.lease, interval)
+        #: a prefetched attempt starts only if its lease was confirmed less than this long ago
+        self.start_margin = (self.lease - interval).total_seconds()
         self._stop = threading.Event()
         self._slots = threading.Condition()
         self._inflight = 0  # claimed and not yet finalised
-        self._executing = 0  # running a worker: at most ``concurrency``
+        self._executing = 0  # claimed and not returned: running or prefetched
+        self._draining = False  # shutting down: prefetched attempts are not started
+        self._pace: float | None = None  # moving average of a worker's seconds per job
         self._spare_run_ids: list[str] = []
         self._runs_written = 0
         self._finished: queue.SimpleQueue[Attempt | None] = queue.SimpleQueue()  # a new one per start
@@ -200,20 +239,50 @@ class Runner:
     def release_in_flight(self) -> int:
         """Hand the attempts whose worker still runs back to the queue at once; return how many.
 
-        Meant for a runner that stopped claiming (a node past its drain deadline). Attempts
-        whose worker already returned are not released: the finaliser commits them (wait
+        Meant for a runner that stopped claiming (a node past its drain deadline). Prefetched
+        attempts not started yet go back as by :meth:`release_prefetched`. Attempts whose
+        worker already returned are not released: the finaliser commits them (wait
         with :meth:`wait_idle`). What a released worker returns later is dropped.
         """
         running = self.leases.take_running()
         if not running:
             return 0
+        self._forget_taken(running)
+        started = [(lease.job_id, lease.token) for lease in running if lease.started]
+        unstarted = [lease for lease in running if not lease.started]
+        released = self._unclaim(unstarted) if unstarted else 0
+        if started:
+            with self.leases.write_lock:  # not while a renewal locks the same rows
+                released += self.db.driver.release_leases(self.db, started, clock.now())
+        return released
+
+    def release_prefetched(self) -> int:
+        """Hand the prefetched attempts that have not started back at once; return how many.
+
+        They go back to ``available`` with their attempt unused and their ``started`` run
+        row removed (:meth:`~flywheel.driver.Driver.unclaim`): they never ran.
+        """
+        taken = self.leases.take_running(unstarted_only=True)
+        if not taken:
+            return 0
+        try:
+            return self._unclaim(taken)
+        finally:
+            self._forget_taken(taken)
+
+    def _forget_taken(self, leases: list[Lease]) -> None:
         with self._slots:
-            self._inflight -= len(running)
-            self._executing -= len(running)
+            self._inflight -= len(leases)
+            self._executing -= len(leases)
             self._slots.notify_all()
-        pairs = [(lease.job_id, lease.token) for lease in running]
-        with self.leases.write_lock:  # not while a renewal locks the same rows
-            return self.db.driver.release_leases(self.db, pairs, clock.now())
+
+    def _unclaim(self, leases: list[Lease]) -> int:
+        attempts = [(lease.job_id, lease.token, lease.run_id) for lease in leases]
+        with self.leases.write_lock:
+            released = self.db.driver.unclaim(self.db, attempts, clock.now())
+        with self._slots:
+            self._runs_written -= released
+        return released
 
     def event_loop(self) -> _EventLoop:
         """The runner's event loop for ``async def`` workers, started on first use."""
@@ -255,17 +324,28 @@ class Runner:
     def _wait_for_slot(self, stop: threading.Event, deadline: float | None = None) -> int:
         # A slot frees when its worker returns, so the next claim overlaps the finaliser's
         # commit; finished attempts awaiting that commit are capped at ``concurrency`` more.
-        limit = 2 * self.concurrency
+        # With prefetch, claims wait until half the buffer is used, so each claims a batch.
         with self._slots:
-            while (self._executing >= self.concurrency or self._inflight >= limit) and not (
-                    stop.is_set() or self._stop.is_set()):
+            while not (stop.is_set() or self._stop.is_set()):
+                ahead = self._prefetch_target()
+                held = self.concurrency + ahead
+                limit = held + self.concurrency
+                free = min(held - self._executing, limit - self._inflight)
+                if free >= max(1, (ahead + 1) // 2) or (free > 0 and self._executing == 0):
+                    return free
                 remaining = _remaining(deadline)
                 if remaining == 0:
                     return 0
                 self._slots.wait(0.5 if remaining is None else min(0.5, remaining))
-            if stop.is_set() or self._stop.is_set():
-                return 0
-            return min(self.concurrency - self._executing, limit - self._inflight)
+            return 0
+
+    def _prefetch_target(self) -> int:
+        """Jobs to hold beyond the busy workers now: those they would start within the horizon."""
+        if not self.prefetch or self._pace is None:
+            return 0
+        if self._pace <= 0:
+            return self.prefetch
+        return min(self.prefetch, int(self.concurrency * PREFETCH_HORIZON / self._pace))
 
     def _claim(self, limit: int) -> list[tuple[ClaimedJob, Lease]]:
         started = time.monotonic()
@@ -301,9 +381,18 @@ class Runner:
 
     def _dispatch(self, job: ClaimedJob, lease: Lease) -> None:
         assert self._pool is not None and self._context is not None
-        self._pool.submit(self._execute, job, lease)
+        self._pool.submit((job.priority, job.scheduled_at), self._execute, job, lease)
 
     def _execute(self, job: ClaimedJob, lease: Lease) -> None:
+        if self._draining or self._stop.is_set():
+            return  # left unstarted: the shutdown hands it back (release_prefetched)
+        verdict = self.leases.begin(lease, self.start_margin)
+        if verdict != "start":
+            if verdict == "drop":  # its lease may lapse before it is done: hand it back unstarted
+                self._hand_back(lease)
+            return
+        if self.prefetch:  # its timeout and duration count from now, not from its claim
+            job = attrs.evolve(job, started_at=clock.now())
         try:
             attempt = execute(self, job, lease)
         except BaseException:  # never lose a slot: an unexpected bug leaves the job to the sweep
@@ -316,10 +405,23 @@ class Runner:
         if not self.leases.returned(lease):  # released (drain or timeout): its verdict is recorded
             return
         self._finished.put(attempt)
-        self._work_done()
+        self._work_done(attempt.duration.total_seconds())
 
-    def _work_done(self) -> None:
+    def _hand_back(self, lease: Lease) -> None:
+        self.log.warning("jobs: prefetched job %s was not started: its lease %s; handing it back", lease.job_id,
+                         "was lost" if lease.lost else "was last renewed too long ago")
+        try:
+            self._unclaim([lease])
+        except Exception as exc:  # the sweep recovers it once its lease expires
+            self.log.warning("jobs: handing back job %s failed; the sweep will recover it: %s", lease.job_id,
+                             one_line(exc))
+        finally:  # only now: a runner waiting for idle sees the job back in the queue
+            self._forget_taken([lease])
+
+    def _work_done(self, seconds: float | None = None) -> None:
         with self._slots:
+            if seconds is not None:
+                self._pace = seconds if self._pace is None else 0.8 * self._pace + 0.2 * seconds
             self._executing -= 1
             self._slots.notify_all()
 
@@ -435,6 +537,7 @@ class Runner:
         if self._running:
             raise RuntimeError("this runner is already running")
         self._running = True
+        self._draining = False
         self._stop.clear()
         self._context = contextvars.copy_context()
         self._pool = _WorkerPool(self.concurrency, self._context)
@@ -451,6 +554,11 @@ class Runner:
         get :data:`FINALIZE_GRACE` (at most a lease) to commit.
         """
         grace = None
+        self._draining = True
+        try:
+            self.release_prefetched()
+        except Exception as exc:  # the sweep recovers them once their lease expires
+            self.log.warning("jobs: handing back the prefetched jobs failed: %s", one_line(exc))
         if not self.wait_idle(_remaining(deadline)):
             try:
                 released = self.release_in_flight()
@@ -494,12 +602,15 @@ def _remaining(deadline: float | None) -> float | None:
 class _WorkerPool:
     """``size`` daemon threads running submitted calls, each in a copy of ``context``.
 
+    Calls wait in a priority queue (lowest key first, then in submission order), so
+    prefetched jobs start in the order the claim would have picked them.
     Not ``concurrent.futures``: its threads are joined at interpreter exit, so one stuck
     job (past a node's drain deadline) would keep the process alive forever.
     """
 
     def __init__(self, size: int, context: contextvars.Context) -> None:
-        self._calls: queue.SimpleQueue[tuple[Any, tuple[Any, ...]] | None] = queue.SimpleQueue()
+        self._calls: queue.PriorityQueue[tuple[Any, ...]] = queue.PriorityQueue()
+        self._seq = itertools.count()
         self._threads = [
             threading.Thread(target=context.copy().run, args=(self._serve,), name=f"flywheel-worker-{i}", daemon=True)
             for i in range(size)
@@ -507,18 +618,18 @@ class _WorkerPool:
         for thread in self._threads:
             thread.start()
 
-    def submit(self, fn: Any, *args: Any) -> None:
-        self._calls.put((fn, args))
+    def submit(self, key: Any, fn: Any, *args: Any) -> None:
+        self._calls.put((0, key, next(self._seq), fn, args))
 
     def _serve(self) -> None:
-        while (call := self._calls.get()) is not None:
-            fn, args = call
+        while (call := self._calls.get())[0] == 0:
+            _, _, _, fn, args = call
             fn(*args)
 
     def shutdown(self) -> None:
         """Let idle threads end; busy ones end after their call (never waited for)."""
         for _ in self._threads:
-            self._calls.put(None)
+            self._calls.put((1, None, next(self._seq), None, None))
 
 
 class _EventLoop:

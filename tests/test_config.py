@@ -22,6 +22,7 @@ from flywheel.config import (
     setting_keys,
 )
 from flywheel.plugins import make_plugin_manager
+from flywheel.runner import DEFAULT_CONCURRENCY
 
 
 def write(path: Path, text: str) -> Path:
@@ -64,7 +65,7 @@ def test_no_file_gives_the_defaults(tmp_path: Path) -> None:
     assert loaded.path is None
     assert set(loaded.sources.values()) == {"default"}
     runtime = loaded.config.runtime
-    assert runtime.queues == ("default", "periodic") and runtime.concurrency == 1
+    assert runtime.queues == ("default", "periodic") and runtime.concurrency == DEFAULT_CONCURRENCY
     assert runtime.lease == timedelta(seconds=30) and runtime.poll_interval == timedelta(milliseconds=250)
     assert runtime.env_allowlist == DEFAULT_ENV_ALLOWLIST and runtime.metrics_addr is None
     assert loaded.config.database.url == "sqlite:///flywheel.db"

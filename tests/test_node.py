@@ -268,7 +268,7 @@ NODE = """
         os.write(events, f"end {job.id} {job.attempt} {time.time():.6f}\\n".encode())
 
     node = flywheel.Node(
-        db, registry, runners=[flywheel.RunnerConfig(concurrency=100, poll_interval=0.05, lease=10)] * 2,
+        db, registry, runners=[flywheel.RunnerConfig(concurrency=100, prefetch=0, poll_interval=0.05, lease=10)] * 2,
         scheduler=flywheel.SchedulerConfig(tick_interval=0.2),
         drain_timeout=None if drain == "none" else float(drain))
     node.run()

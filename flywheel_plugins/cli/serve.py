@@ -89,7 +89,8 @@ def build_node(state: State, loaded: LoadedConfig, registry: Registry) -> Any:
     from flywheel.node import HealthConfig, Node, RunnerConfig, SchedulerConfig
 
     runtime = loaded.config.runtime
-    runner = RunnerConfig(queues=runtime.queues, concurrency=runtime.concurrency, claim_any_class=True,
+    runner = RunnerConfig(queues=runtime.queues, concurrency=runtime.concurrency, prefetch=runtime.prefetch,
+                          claim_any_class=True,
                           lease=runtime.lease, poll_interval=runtime.poll_interval,
                           retry_backoff_base=runtime.retry_backoff_base)
     scheduler = SchedulerConfig(retention=runtime.retention, health_sample_interval=runtime.health_sample_interval)

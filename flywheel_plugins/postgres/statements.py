@@ -49,6 +49,7 @@ def _claimed_job(row: dict[str, Any], request: ClaimRequest) -> ClaimedJob:
         metadata={} if row["metadata"] == "{}" else dict(loads_json(row["metadata"]) or {}),
         executor_class=row["executor_class"] or "",
         lease_token=request.lease_token, run_id=row["run_id"], started_at=request.now,
+        priority=int(row["priority"] or 0),
     )
 
 
