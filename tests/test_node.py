@@ -300,8 +300,11 @@ def test_sigterm_drains_200_jobs_in_flight_and_hands_the_rest_on(db_url: str, db
     long = [client.enqueue("slow", {"sleep": 60.0}) for _ in range(100)]  # still running at the deadline
     node = spawn_node(db_url, tmp_path, str(drain_timeout))
     try:
-        wait_for(lambda: flywheel.overview(db).counts_by_state.get("running", 0) == 200, timeout=30,
-                 what="200 jobs in flight")
+        # in flight = the workers have started them (a claimed job whose worker has not started
+        # yet is handed back unstarted, with its attempt unused)
+        wait_for(lambda: flywheel.overview(db).counts_by_state.get("running", 0) == 200
+                 and (tmp_path / "events").exists() and (tmp_path / "events").read_text().count("start ") == 200,
+                 timeout=30, what="200 jobs in flight")
         node.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
         out, err = node.communicate(timeout=drain_timeout + 10)
