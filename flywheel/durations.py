@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from datetime import timedelta
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
@@ -69,3 +70,8 @@ def format_duration(delta: timedelta) -> str:
         if ms and ms % size == 0:
             return f"{ms // size}{unit}"
     return f"{ms}ms"
+
+
+def remaining(deadline: float | None, grace: float = 0.0) -> float | None:
+    """Seconds left until a ``time.monotonic()`` deadline (0 once passed) plus ``grace``; None for none."""
+    return None if deadline is None else max(0.0, deadline - time.monotonic()) + grace

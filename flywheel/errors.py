@@ -7,7 +7,6 @@ import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -152,3 +151,8 @@ def translate_db_errors(fn: F) -> F:
             raise wrap_db_error(exc) from exc
 
     return wrapper  # type: ignore[return-value]
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one log-friendly line."""
+    return " ".join(str(exc).split()) or type(exc).__name__

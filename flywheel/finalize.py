@@ -15,6 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from flywheel.dispatch import Attempt, unstorable
+from flywheel.errors import one_line
 from flywheel.leases import distinct_jobs
 
 if TYPE_CHECKING:
@@ -87,7 +88,7 @@ def _persist_stubborn(runner: Runner, attempt: Attempt) -> Persisted:
                 return _persist_unstorable(runner, attempt, exc)
             if lease.lost or time.monotonic() - lease.renewed >= runner.lease.total_seconds():
                 runner.log.error("jobs: finalize of job %s failed; the sweep will recover it: %s",
-                                 attempt.claimed.id, _one_line(exc))
+                                 attempt.claimed.id, one_line(exc))
                 return None
             runner.db.driver.reset_connection(runner.db)
             time.sleep(delay)
@@ -97,16 +98,12 @@ def _persist_stubborn(runner: Runner, attempt: Attempt) -> Persisted:
 def _persist_unstorable(runner: Runner, attempt: Attempt, failure: BaseException) -> Persisted:
     """Record an attempt the database refuses as an ``error`` naming the refusal."""
     runner.log.error("jobs: the outcome of job %s (run %s) cannot be stored; recording an error instead: %s",
-                     attempt.claimed.id, attempt.claimed.run_id, _one_line(failure))
+                     attempt.claimed.id, attempt.claimed.run_id, one_line(failure))
     runner.db.driver.reset_connection(runner.db)
     fallback = unstorable(attempt, failure)
     try:
         return fallback, commit(runner, [fallback])[0]
     except Exception as exc:
         runner.log.error("jobs: recording the error of job %s failed too; the sweep will recover it: %s",
-                         attempt.claimed.id, _one_line(exc))
+                         attempt.claimed.id, one_line(exc))
         return None
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__

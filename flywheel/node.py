@@ -35,8 +35,8 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from flywheel.durations import to_timedelta
-from flywheel.errors import ValidationError
+from flywheel.durations import remaining, to_timedelta
+from flywheel.errors import ValidationError, one_line
 from flywheel.node_config import HealthConfig, RunnerConfig, SchedulerConfig
 from flywheel.plugins import plugin_services, resolve
 from flywheel.runner import FINALIZE_GRACE
@@ -129,7 +129,7 @@ class Node:
         finally:
             restore()
         if self._error is not None:
-            self.log.error("flywheel: node stopped with error: %s", _one_line(self._error))
+            self.log.error("flywheel: node stopped with error: %s", one_line(self._error))
             raise self._error
         self.log.info("flywheel: node drained and stopped")
 
@@ -218,13 +218,13 @@ class Node:
         for runner in self.runners:
             runner.stop()
         for runner in self.runners[: len(runner_threads)]:
-            runner.wait_idle(_remaining(deadline))
+            runner.wait_idle(remaining(deadline))
         for runner, thread in zip(self.runners, runner_threads, strict=False):
             if not runner.in_flight:  # drained: it returns as soon as its last commits are done
-                thread.join(_remaining(deadline, grace=_JOIN_GRACE_S))
+                thread.join(remaining(deadline, grace=_JOIN_GRACE_S))
         self._maintenance_stop.set()
         if scheduler_thread is not None:
-            scheduler_thread.join(_remaining(deadline, grace=_JOIN_GRACE_S))
+            scheduler_thread.join(remaining(deadline, grace=_JOIN_GRACE_S))
         for service in reversed(services):
             try:
                 service.stop()
@@ -283,20 +283,10 @@ class Node:
         self.stop()
 
 
-def _remaining(deadline: float | None, grace: float = 0.0) -> float | None:
-    if deadline is None:
-        return None
-    return max(0.0, deadline - time.monotonic()) + grace
-
-
 def _flush_logs() -> None:
     for handler in logging.getLogger().handlers:
         with contextlib.suppress(Exception):
             handler.flush()
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 __all__ = ["HealthConfig", "Node", "RunnerConfig", "SchedulerConfig", "Service"]

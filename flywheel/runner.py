@@ -11,9 +11,10 @@ Prefetch: the claim loop keeps up to ``prefetch`` jobs claimed beyond the busy w
 claiming in batches once half of that buffer has been used, so a slot's next job is
 already leased when it frees. It prefetches only as many as its workers would start within
 :data:`PREFETCH_HORIZON` at their recent pace (none before its first job returned), so
-fast jobs are batched and slow ones stay in the queue for any runner. Prefetched attempts hold a lease that the keeper renews
-from the claim; workers take them in priority order; one whose lease was last confirmed
-too long ago (or is lost) is handed back unstarted, and at shutdown or a node's drain
+fast jobs are batched and slow ones stay in the queue for any runner. Prefetched attempts
+hold a lease that the keeper renews from the claim; workers take them in priority order;
+one whose lease was last confirmed too long ago (or is lost) is handed back unstarted, and
+at shutdown or a node's drain
 every unstarted one is handed back at once without using up an attempt
 (:meth:`~flywheel.driver.Driver.unclaim`).
 
@@ -24,9 +25,7 @@ hold a fenced attempt and a live attempt of the same job at once.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
-import itertools
 import logging
 import os
 import queue
@@ -36,7 +35,7 @@ import threading
 import time
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -49,9 +48,9 @@ from flywheel.defaults import (  # noqa: F401 - re-exported: the runner's defaul
 )
 from flywheel.dispatch import Attempt, execute
 from flywheel.driver import ClaimedJob, ClaimRequest
-from flywheel.durations import require_timedelta, to_timedelta
+from flywheel.durations import remaining, require_timedelta, to_timedelta
 from flywheel.enums import JobState
-from flywheel.errors import ValidationError
+from flywheel.errors import ValidationError, one_line
 from flywheel.events import (
     ClaimEvent,
     FinishEvent,
@@ -63,6 +62,7 @@ from flywheel.finalize import persist
 from flywheel.ids import new_id
 from flywheel.leases import Lease, LeaseKeeper
 from flywheel.plugins import emit, has_observers, resolve
+from flywheel.workerpool import EventLoop, WorkerPool
 
 if TYPE_CHECKING:
     import pluggy
@@ -144,9 +144,9 @@ class Runner:
         self._spare_run_ids: list[str] = []
         self._runs_written = 0
         self._finished: queue.SimpleQueue[Attempt | None] = queue.SimpleQueue()  # a new one per start
-        self._pool: _WorkerPool | None = None
+        self._pool: WorkerPool | None = None
         self._finalizer: threading.Thread | None = None
-        self._loop: _EventLoop | None = None
+        self._loop: EventLoop | None = None
         self._loop_lock = threading.Lock()
         self._context: contextvars.Context | None = None
         self._poll_failures = 0
@@ -183,7 +183,7 @@ class Runner:
         before = self._runs_written
         try:
             while not self._stop.is_set():
-                if _remaining(deadline) == 0:
+                if remaining(deadline) == 0:
                     raise TimeoutError(f"run_until_idle: work remains in {list(self.queues)} after {limit}")
                 if self._step(stop, idle_check=True, deadline=deadline):
                     break
@@ -230,10 +230,10 @@ class Runner:
         end = None if timeout is None else time.monotonic() + timeout
         with self._slots:
             while self._inflight:
-                remaining = None if end is None else end - time.monotonic()
-                if remaining is not None and remaining <= 0:
+                left = None if end is None else end - time.monotonic()
+                if left is not None and left <= 0:
                     return False
-                self._slots.wait(remaining if remaining is not None else 0.5)
+                self._slots.wait(left if left is not None else 0.5)
         return True
 
     def release_in_flight(self) -> int:
@@ -284,12 +284,12 @@ class Runner:
             self._runs_written -= released
         return released
 
-    def event_loop(self) -> _EventLoop:
+    def event_loop(self) -> EventLoop:
         """The runner's event loop for ``async def`` workers, started on first use."""
         with self._loop_lock:
             if self._loop is None:
                 assert self._context is not None
-                self._loop = _EventLoop(self._context.copy())
+                self._loop = EventLoop(self._context.copy())
             return self._loop
 
     # -- the claim loop ----------------------------------------------------------
@@ -333,10 +333,10 @@ class Runner:
                 free = min(held - self._executing, limit - self._inflight)
                 if free >= max(1, (ahead + 1) // 2) or (free > 0 and self._executing == 0):
                     return free
-                remaining = _remaining(deadline)
-                if remaining == 0:
+                left = remaining(deadline)
+                if left == 0:
                     return 0
-                self._slots.wait(0.5 if remaining is None else min(0.5, remaining))
+                self._slots.wait(0.5 if left is None else min(0.5, left))
             return 0
 
     def _prefetch_target(self) -> int:
@@ -431,12 +431,12 @@ class Runner:
         return next_due is not None and next_due <= clock.now()
 
     def _idle_or_wait(self, deadline: float | None = None) -> bool:
-        if not self.wait_idle(_remaining(deadline)):
+        if not self.wait_idle(remaining(deadline)):
             return False
         executor = None if self.claim_any_class else self.executor_class
         try:
-            remaining = self.db.driver.count_active(self.db, self.queues, executor)
-            if remaining == 0:
+            active = self.db.driver.count_active(self.db, self.queues, executor)
+            if active == 0:
                 return True
             next_due = self.db.driver.next_due(self.db, self.queues, executor)
         except Exception as exc:
@@ -445,7 +445,7 @@ class Runner:
         wait = self.poll_interval.total_seconds()
         if next_due is not None:
             wait = min(wait, max(0.001, (next_due - clock.now()).total_seconds()))
-        if (left := _remaining(deadline)) is not None:
+        if (left := remaining(deadline)) is not None:
             wait = min(wait, left)
         if wait > 0:
             self.db.driver.wait_for_work(self.db, self.queues, wait)
@@ -461,7 +461,7 @@ class Runner:
             self.log.warning("jobs: poll failed (%d in a row), retrying in %.2fs: %s", n, rung, one_line(exc))
         self.db.driver.reset_connection(self.db)
         pause = rung * random.uniform(0.75, 1.25)
-        stop.wait(pause if (left := _remaining(deadline)) is None else min(pause, left))
+        stop.wait(pause if (left := remaining(deadline)) is None else min(pause, left))
 
     def _poll_recovered(self) -> None:
         if self._poll_failures:
@@ -540,7 +540,7 @@ class Runner:
         self._draining = False
         self._stop.clear()
         self._context = contextvars.copy_context()
-        self._pool = _WorkerPool(self.concurrency, self._context)
+        self._pool = WorkerPool(self.concurrency, self._context)
         self._finished = queue.SimpleQueue()
         self._finalizer = threading.Thread(target=self._context.copy().run, args=(self._finalize_loop, self._finished),
                                            name="flywheel-finalizer", daemon=True)
@@ -559,7 +559,7 @@ class Runner:
             self.release_prefetched()
         except Exception as exc:  # the sweep recovers them once their lease expires
             self.log.warning("jobs: handing back the prefetched jobs failed: %s", one_line(exc))
-        if not self.wait_idle(_remaining(deadline)):
+        if not self.wait_idle(remaining(deadline)):
             try:
                 released = self.release_in_flight()
             except Exception as exc:  # the sweep recovers them once their lease expires
@@ -592,65 +592,3 @@ def check_timing(lease: timedelta, poll_interval: timedelta, heartbeat_interval:
     if heartbeat_interval is not None and not timedelta(0) < heartbeat_interval < lease:
         raise ValidationError("heartbeat_interval",
                               f"must be positive and shorter than the lease ({lease}), not {heartbeat_interval}")
-
-
-def _remaining(deadline: float | None) -> float | None:
-    """Seconds left until a ``time.monotonic()`` deadline (0 once passed); None for no deadline."""
-    return None if deadline is None else max(0.0, deadline - time.monotonic())
-
-
-class _WorkerPool:
-    """``size`` daemon threads running submitted calls, each in a copy of ``context``.
-
-    Calls wait in a priority queue (lowest key first, then in submission order), so
-    prefetched jobs start in the order the claim would have picked them.
-    Not ``concurrent.futures``: its threads are joined at interpreter exit, so one stuck
-    job (past a node's drain deadline) would keep the process alive forever.
-    """
-
-    def __init__(self, size: int, context: contextvars.Context) -> None:
-        self._calls: queue.PriorityQueue[tuple[Any, ...]] = queue.PriorityQueue()
-        self._seq = itertools.count()
-        self._threads = [
-            threading.Thread(target=context.copy().run, args=(self._serve,), name=f"flywheel-worker-{i}", daemon=True)
-            for i in range(size)
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    def submit(self, key: Any, fn: Any, *args: Any) -> None:
-        self._calls.put((0, key, next(self._seq), fn, args))
-
-    def _serve(self) -> None:
-        while (call := self._calls.get())[0] == 0:
-            _, _, _, fn, args = call
-            fn(*args)
-
-    def shutdown(self) -> None:
-        """Let idle threads end; busy ones end after their call (never waited for)."""
-        for _ in self._threads:
-            self._calls.put((1, None, next(self._seq), None, None))
-
-
-class _EventLoop:
-    """An asyncio loop on its own thread, for ``async def`` workers."""
-
-    def __init__(self, context: contextvars.Context) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=context.run, args=(self.loop.run_forever,),
-                                       name="flywheel-asyncio", daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=5)
-        if not self.loop.is_running():
-            self.loop.close()
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception as one log-friendly line."""
-    return " ".join(str(exc).split()) or type(exc).__name__

@@ -40,3 +40,32 @@ def wait_for(predicate: Any, timeout: float = 20.0, what: str = "condition") -> 
         if time.monotonic() > end:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)
+
+
+def run_job(db: flywheel.Database, client: flywheel.Client, make_runner: Any, args: Any,
+            **opts: Any) -> tuple[flywheel.JobView, list[flywheel.JobRunView]]:
+    """Insert ``args``, run until idle, return the job and its runs oldest first."""
+    job_id = client.insert(args, **opts)
+    make_runner().run_until_idle(timeout=60)
+    return flywheel.find_job(db, job_id), list(reversed(flywheel.list_runs(db, job_id)))
+
+
+def run_output(run: flywheel.JobRunView) -> Any:
+    """A run's stored output, decoded."""
+    import json
+
+    value = run.output
+    return json.loads(value) if isinstance(value, (str, bytes)) else value
+
+
+def run_in_thread(node: flywheel.Node) -> tuple[Any, list[BaseException]]:
+    """``node.run()`` on a thread that sees this context; what it raised lands in the list."""
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            node.run()
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    return in_thread(target), errors

@@ -8,7 +8,6 @@ and moved back.
 
 from __future__ import annotations
 
-import contextvars
 import socket
 import threading
 import urllib.error
@@ -24,7 +23,7 @@ import flywheel
 from flywheel import HealthConfig, Node, RunnerConfig, SchedulerConfig
 from flywheel.plugins import make_plugin_manager
 from flywheel_plugins.health import HealthServer, HealthServerError
-from tests.helpers import wait_for
+from tests.helpers import run_in_thread, wait_for
 from tests.tcp_proxy import TcpProxy
 
 FAST = {"poll_interval": 0.02, "retry_backoff_base": 0.01, "max_retry_backoff": 0.05, "max_poll_backoff": 0.2}
@@ -59,16 +58,7 @@ def start_node(db: flywheel.Database, registry: flywheel.Registry, *, pm: Any = 
     node = Node(db, registry, runners=[RunnerConfig(concurrency=4, **{**FAST, **config})],
                 scheduler=SchedulerConfig(sweep_interval=0.2), health=HealthConfig(addr=addr),
                 pm=pm or make_plugin_manager(disabled=[]), drain_timeout=10)
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            node.run()
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-
-    thread = threading.Thread(target=contextvars.copy_context().run, args=(target,), daemon=True)
-    thread.start()
+    thread, errors = run_in_thread(node)
     return node, thread, errors
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextvars
 import inspect
 import os
 import signal
@@ -20,26 +19,12 @@ import attrs
 import pytest
 
 import flywheel
-from flywheel.node import SIGNAL_REPEAT_WINDOW
 from flywheel import HealthConfig, Node, RunnerConfig, SchedulerConfig, ValidationError
+from flywheel.node import SIGNAL_REPEAT_WINDOW
 from flywheel.plugins import hookimpl, make_plugin_manager
-from tests.helpers import job_row, run_rows, wait_for
+from tests.helpers import job_row, run_in_thread, run_rows, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def run_in_thread(node: Node) -> tuple[threading.Thread, list[BaseException]]:
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            node.run()
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-
-    thread = threading.Thread(target=contextvars.copy_context().run, args=(target,), daemon=True)
-    thread.start()
-    return thread, errors
 
 
 FAST = {"poll_interval": 0.02}

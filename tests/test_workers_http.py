@@ -19,6 +19,8 @@ import flywheel
 from flywheel.testing import FakeHTTPTransport, FixedClock
 from flywheel_plugins.workers.base import RetryLater, WorkerFailure
 from flywheel_plugins.workers.http import HTTPArgs, HTTPWorker
+from tests.helpers import run_job
+from tests.helpers import run_output as output
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -87,18 +89,6 @@ def server() -> Iterator[str]:
 @pytest.fixture
 def http_worker(registry: flywheel.Registry) -> HTTPWorker:
     return registry.register(HTTPWorker())  # type: ignore[no-any-return]
-
-
-def run_job(db: flywheel.Database, client: flywheel.Client, make_runner: Any, args: HTTPArgs,
-            **opts: Any) -> tuple[flywheel.JobView, list[flywheel.JobRunView]]:
-    job_id = client.insert(args, **opts)
-    make_runner().run_until_idle(timeout=60)
-    return flywheel.find_job(db, job_id), list(reversed(flywheel.list_runs(db, job_id)))
-
-
-def output(run: flywheel.JobRunView) -> dict[str, Any]:
-    value = run.output
-    return json.loads(value) if isinstance(value, (str, bytes)) else value
 
 
 # ---------------------------------------------------------------------------

@@ -11,7 +11,6 @@ import os
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -20,7 +19,8 @@ from flywheel_plugins.workers.exec import ExecArgs, ExecWorker
 from flywheel_plugins.workers.mage import MageArgs, MageWorker
 from flywheel_plugins.workers.python import PythonArgs, PythonWorker
 from flywheel_plugins.workers.shell import ShellArgs, ShellWorker
-from tests.helpers import wait_for
+from tests.helpers import run_job, wait_for
+from tests.helpers import run_output as output
 
 
 @pytest.fixture
@@ -28,19 +28,6 @@ def workers(registry: flywheel.Registry) -> flywheel.Registry:
     for worker in (ExecWorker(), ShellWorker(), PythonWorker(), MageWorker()):
         registry.register(worker)
     return registry
-
-
-def run_job(db: flywheel.Database, client: flywheel.Client, make_runner: Any, args: Any,
-            **opts: Any) -> tuple[flywheel.JobView, list[flywheel.JobRunView]]:
-    """Insert ``args``, run until idle, return the job and its runs oldest first."""
-    job_id = client.insert(args, **opts)
-    make_runner().run_until_idle(timeout=60)
-    return flywheel.find_job(db, job_id), list(reversed(flywheel.list_runs(db, job_id)))
-
-
-def output(run: flywheel.JobRunView) -> dict[str, Any]:
-    value = run.output
-    return json.loads(value) if isinstance(value, (str, bytes)) else value
 
 
 def test_exit_zero_succeeds_with_both_streams_captured(db, client, make_runner, workers):
