@@ -33,7 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import flywheel
 from bench import env
-from flywheel.client import build_job_row
+from flywheel.api.client import build_job_row
 from flywheel.ids import new_id
 from flywheel.jobs import InsertOpts
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import flywheel
-from flywheel.models import from_db_time
+from flywheel.storage.models import from_db_time
 
 from bench.env import REPO, dialect_of, fresh_database
 from bench.workload import make_registry, noop_args

@@ -8,15 +8,13 @@ command starts quickly. Plugins load when a plugin manager is first needed.
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from flywheel.client import Client
+    from flywheel.api.client import Client
     from flywheel.clock import Clock, FixedClock, SystemClock, current_clock, use_clock
     from flywheel.context import request_id, request_id_scope
-    from flywheel.db import DEFAULT_URL, Database, connect, migrate, models
+    from flywheel.storage.db import DEFAULT_URL, Database, connect, migrate, models
     from flywheel.enums import ANY_CLASS, ErrorClass, JobState, RunOutcome, non_terminal_states, terminal_states
     from flywheel.errors import (
         AlreadyEnqueued,
@@ -37,8 +35,8 @@ if TYPE_CHECKING:
     from flywheel.events import ClaimEvent, FinishEvent, JobEvent, RetryEvent, SupersedeEvent, SweepEvent
     from flywheel.ids import new_id
     from flywheel.jobs import Cancel, FollowUp, InsertOpts, Job, Permanent, Result, Snooze
-    from flywheel.node import HealthConfig, Node, RunnerConfig, SchedulerConfig
-    from flywheel.ops import (
+    from flywheel.runtime.node import HealthConfig, Node, RunnerConfig, SchedulerConfig
+    from flywheel.api.ops import (
         cancel_job,
         count_active_jobs,
         count_runs,
@@ -54,27 +52,27 @@ if TYPE_CHECKING:
     )
     from flywheel.plugins import hookimpl
     from flywheel.registry import Registry, Worker
-    from flywheel.runner import Runner
-    from flywheel.scheduler import Scheduler
-    from flywheel.schedules import (
+    from flywheel.runtime.runner import Runner
+    from flywheel.scheduling.scheduler import Scheduler
+    from flywheel.scheduling.schedules import (
         PeriodicSpec,
         delete_periodic,
         list_periodics,
         set_periodic_active,
         upsert_periodic,
     )
-    from flywheel.views import FailureView, JobArgsView, JobRunView, JobsOverview, JobView, PeriodicView, QueueHealth
+    from flywheel.api.views import FailureView, JobArgsView, JobRunView, JobsOverview, JobView, PeriodicView, QueueHealth
     from flywheel.config import Config, load_config
 
 __version__ = "0.1.0"
 
 #: module -> the public names it provides
 _EXPORTS: dict[str, tuple[str, ...]] = {
-    "flywheel.client": ("Client",),
+    "flywheel.api.client": ("Client",),
     "flywheel.clock": ("Clock", "FixedClock", "SystemClock", "current_clock", "use_clock"),
     "flywheel.config": ("Config", "load_config"),
     "flywheel.context": ("request_id", "request_id_scope"),
-    "flywheel.db": ("DEFAULT_URL", "Database", "connect", "migrate"),
+    "flywheel.storage.db": ("DEFAULT_URL", "Database", "connect", "migrate", "models"),
     "flywheel.enums": ("ANY_CLASS", "ErrorClass", "JobState", "RunOutcome", "non_terminal_states", "terminal_states"),
     "flywheel.errors": ("AlreadyEnqueued", "DatabaseError", "DuplicateKey", "DuplicateKind", "FlywheelError",
                         "ForeignKeyViolation", "JobNotFound", "JobTerminal", "MissingKind", "PeriodicNotFound",
@@ -82,17 +80,17 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "flywheel.events": ("ClaimEvent", "FinishEvent", "JobEvent", "RetryEvent", "SupersedeEvent", "SweepEvent"),
     "flywheel.ids": ("new_id",),
     "flywheel.jobs": ("Cancel", "FollowUp", "InsertOpts", "Job", "Permanent", "Result", "Snooze"),
-    "flywheel.node": ("HealthConfig", "Node", "RunnerConfig", "SchedulerConfig"),
-    "flywheel.ops": ("cancel_job", "count_active_jobs", "count_runs", "delete_finished_jobs", "find_job",
+    "flywheel.runtime.node": ("HealthConfig", "Node", "RunnerConfig", "SchedulerConfig"),
+    "flywheel.api.ops": ("cancel_job", "count_active_jobs", "count_runs", "delete_finished_jobs", "find_job",
                      "list_active_by_kind", "list_jobs", "list_runs", "overview", "queue_health", "recent_failures",
                      "retry_job"),
     "flywheel.plugins": ("hookimpl",),
     "flywheel.registry": ("Registry", "Worker"),
-    "flywheel.runner": ("Runner",),
-    "flywheel.scheduler": ("Scheduler",),
-    "flywheel.schedules": ("PeriodicSpec", "delete_periodic", "list_periodics", "set_periodic_active",
+    "flywheel.runtime.runner": ("Runner",),
+    "flywheel.scheduling.scheduler": ("Scheduler",),
+    "flywheel.scheduling.schedules": ("PeriodicSpec", "delete_periodic", "list_periodics", "set_periodic_active",
                            "upsert_periodic"),
-    "flywheel.views": ("FailureView", "JobArgsView", "JobRunView", "JobView", "JobsOverview", "PeriodicView",
+    "flywheel.api.views": ("FailureView", "JobArgsView", "JobRunView", "JobView", "JobsOverview", "PeriodicView",
                        "QueueHealth"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
@@ -114,28 +112,8 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_WHERE) | {"models"})
+    return sorted(set(globals()) | set(_WHERE))
 
-
-class _Package(types.ModuleType):
-    """``flywheel.models`` is the function ``models()``, although a submodule has that name too.
-
-    Importing the submodule ``flywheel.models`` binds it on this package; the setter ignores
-    that, so the public name stays the function whatever was imported first.
-    """
-
-    @property
-    def models(self) -> Any:
-        from flywheel.db import models
-
-        return models
-
-    @models.setter
-    def models(self, value: Any) -> None:
-        pass
-
-
-sys.modules[__name__].__class__ = _Package
 
 __all__ = [
     "ANY_CLASS", "DEFAULT_URL", "AlreadyEnqueued", "Cancel", "ClaimEvent", "Client", "Clock", "Config", "Database",

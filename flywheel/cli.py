@@ -22,9 +22,9 @@ from flywheel.redact import scrub_url_secrets
 
 if TYPE_CHECKING:
     from flywheel.config import Config, LoadedConfig
-    from flywheel.db import Database
+    from flywheel.storage.db import Database
 
-DEFAULT_URL = "sqlite:///flywheel.db"  # flywheel.db.DEFAULT_URL, without importing peewee
+DEFAULT_URL = "sqlite:///flywheel.db"  # flywheel.storage.db.DEFAULT_URL, without importing peewee
 CONFIG_ENV = "FLYWHEEL_CONFIG"
 
 
@@ -78,7 +78,7 @@ class State:
 
 def open_database(url: str, pm: pluggy.PluginManager) -> Database:
     """``connect`` and reach the database: ``cannot reach database at <url without password>: <why>``."""
-    from flywheel.db import connect
+    from flywheel.storage.db import connect
     from flywheel.errors import SchemaMissing, wrap_db_error
 
     db = connect(url, pm=pm)

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from flywheel.sanitize import require_aware
+from flywheel.storage.sanitize import require_aware
 
 
 class Clock(Protocol):

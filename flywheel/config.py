@@ -21,13 +21,13 @@ from typing import Any
 import attrs
 import cattrs
 
-from flywheel.defaults import DEFAULT_CONCURRENCY, DEFAULT_PREFETCH
+from flywheel.runtime.defaults import DEFAULT_CONCURRENCY, DEFAULT_PREFETCH
 from flywheel.durations import duration_value
 from flywheel.errors import FlywheelError, ValidationError
 from flywheel.logsetup import FORMATS as LOG_FORMATS
 from flywheel.logsetup import LEVELS as LOG_LEVELS
 
-DEFAULT_URL = "sqlite:///flywheel.db"  # the same as flywheel.db.DEFAULT_URL (not imported: it pulls peewee)
+DEFAULT_URL = "sqlite:///flywheel.db"  # the same as flywheel.storage.db.DEFAULT_URL (not imported: it pulls peewee)
 #: Host variables a command worker sees when no ``[runtime] env_allowlist`` is configured.
 DEFAULT_ENV_ALLOWLIST: tuple[str, ...] = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")
 FILE_NAME = "flywheel.toml"
@@ -105,7 +105,7 @@ class ScheduleConfig:
 
     def spec(self) -> Any:
         """The :class:`~flywheel.PeriodicSpec` that ``flywheel serve`` upserts."""
-        from flywheel.schedules import PeriodicSpec
+        from flywheel.scheduling.schedules import PeriodicSpec
 
         return PeriodicSpec(slug=self.slug, kind=self.kind, queue=self.queue, args=self.args, cron=self.cron,
                             every=self.every, active=self.active, timezone=self.timezone)
@@ -427,7 +427,7 @@ def _schedule(path: str, table: Mapping[str, Any], types: Mapping[str, Callable[
                                       else _plain_args(table, fail))
     schedule = ScheduleConfig(worker=worker, **fields)
     try:
-        from flywheel.schedules import validate
+        from flywheel.scheduling.schedules import validate
 
         validate(schedule.spec())
     except ValidationError as exc:

@@ -18,11 +18,11 @@ if TYPE_CHECKING:
     import click
 
     from flywheel.config import Config
-    from flywheel.driver import Driver
+    from flywheel.storage.driver import Driver
     from flywheel.enums import ErrorClass
     from flywheel.events import ClaimEvent, FinishEvent, JobEvent, RetryEvent, SupersedeEvent, SweepEvent
     from flywheel.jobs import Job
-    from flywheel.node import Node, Service
+    from flywheel.runtime.node import Node, Service
     from flywheel.registry import Registry
 
 hookspec = pluggy.HookspecMarker("flywheel")
@@ -41,7 +41,7 @@ def flywheel_driver(url: str) -> Driver | None:
 
     :param url: the URL as the user gave it, e.g. ``sqlite:///flywheel.db`` or
         ``postgresql://user@host/db``.
-    :returns: a :class:`~flywheel.driver.Driver`, or None.
+    :returns: a :class:`~flywheel.storage.driver.Driver`, or None.
 
     Stops at first non-None result.
     """
@@ -187,7 +187,7 @@ def flywheel_services(node: Node) -> Iterable[Service] | None:
     Called once by :meth:`flywheel.Node.run` before it starts. Each service has
     ``start()`` and ``stop()``; the node starts them in order and stops them in reverse.
 
-    :param node: the :class:`~flywheel.node.Node` being started.
+    :param node: the :class:`~flywheel.runtime.node.Node` being started.
     :returns: services, or None.
     """
 

@@ -10,7 +10,7 @@ from typing import Any, Generic, TypeVar
 import attrs
 
 from flywheel.durations import to_timedelta
-from flywheel.sanitize import require_aware
+from flywheel.storage.sanitize import require_aware
 from flywheel.errors import ValidationError
 
 A = TypeVar("A")

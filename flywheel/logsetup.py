@@ -57,7 +57,7 @@ def _jsonable(value: Any) -> Any:
 
 
 class TextFormatter(logging.Formatter):
-    """``2026-01-01 12:00:00,000 INFO    flywheel.node: message``, for a person reading a terminal."""
+    """``2026-01-01 12:00:00,000 INFO    flywheel.runtime.node: message``, for a person reading a terminal."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")

@@ -17,10 +17,10 @@ import pluggy
 from flywheel import hookspecs
 
 if TYPE_CHECKING:
-    from flywheel.driver import Driver
+    from flywheel.storage.driver import Driver
     from flywheel.enums import ErrorClass
     from flywheel.jobs import Job
-    from flywheel.node import Node
+    from flywheel.runtime.node import Node
 
 ENTRY_POINT_GROUP = "flywheel"
 DISABLE_ENV = "FLYWHEEL_DISABLE_PLUGINS"

@@ -11,7 +11,7 @@ import cattrs
 from cattrs.preconf.json import make_converter
 
 from flywheel.errors import ValidationError
-from flywheel.sanitize import check_json_text, too_deep
+from flywheel.storage.sanitize import check_json_text, too_deep
 
 converter: cattrs.Converter = make_converter()
 converter.register_unstructure_hook(datetime, lambda d: d.isoformat())
@@ -26,7 +26,7 @@ def dump_args(args: object) -> str:
     """Serialise job args (attrs, dataclass, dict) to storable JSON text; failures name ``args``.
 
     Args nested too deeply or holding NUL or a lone surrogate are rejected (see
-    :mod:`flywheel.sanitize`), never altered.
+    :mod:`flywheel.storage.sanitize`), never altered.
     """
     try:
         text = json.dumps(converter.unstructure(args), separators=(",", ":"), allow_nan=False)

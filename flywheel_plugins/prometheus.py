@@ -25,8 +25,8 @@ from flywheel.plugins import hookimpl
 
 if TYPE_CHECKING:
     from flywheel.events import ClaimEvent, FinishEvent, JobEvent, RetryEvent, SupersedeEvent, SweepEvent
-    from flywheel.db import Database
-    from flywheel.node import Node
+    from flywheel.storage.db import Database
+    from flywheel.runtime.node import Node
 
 INSTALL_HINT = "pip install 'flywheel-jobs[prometheus]'"
 #: go-flywheel's default histogram buckets, in seconds
@@ -226,7 +226,7 @@ class QueueHealthCollector:
         from prometheus_client.core import GaugeMetricFamily
 
         try:
-            from flywheel.ops import queue_health
+            from flywheel.api.ops import queue_health
 
             health = queue_health(self.db)
         except Exception as exc:  # noqa: BLE001 - a scrape must not fail with the database away

@@ -89,15 +89,15 @@ def test_hotspots_summarises_collapsed_stacks(tmp_path: Path) -> None:
     from bench.hotspots import parse, summarise
 
     raw = [
-        'process 1:"python -m bench.child";thread (1): MainThread;run (flywheel/runner.py:10);claim (flywheel/driver.py:5) 3\n',
-        'process 1:"python -m bench.child";thread (1): MainThread;run (flywheel/runner.py:10) 1\n',
-        'process 2:"python -m bench";thread (2): MainThread;insert (flywheel/client.py:1) 9\n',
+        'process 1:"python -m bench.child";thread (1): MainThread;run (flywheel/runtime/runner.py:10);claim (flywheel/storage/driver.py:5) 3\n',
+        'process 1:"python -m bench.child";thread (1): MainThread;run (flywheel/runtime/runner.py:10) 1\n',
+        'process 2:"python -m bench";thread (2): MainThread;insert (flywheel/api/client.py:1) 9\n',
     ]
     stacks = parse(raw, "bench.child")
     assert [(t, f, c) for t, f, c in stacks] == [
-        ("MainThread", ["run (flywheel/runner.py)", "claim (flywheel/driver.py)"], 3),
-        ("MainThread", ["run (flywheel/runner.py)"], 1),
+        ("MainThread", ["run (flywheel/runtime/runner.py)", "claim (flywheel/storage/driver.py)"], 3),
+        ("MainThread", ["run (flywheel/runtime/runner.py)"], 1),
     ]
     table = summarise(stacks, top=5, by_thread=False)
-    assert "| 100.0 | 25.0 | `run (flywheel/runner.py)` |" in table
-    assert "| 75.0 | 75.0 | `claim (flywheel/driver.py)` |" in table
+    assert "| 100.0 | 25.0 | `run (flywheel/runtime/runner.py)` |" in table
+    assert "| 75.0 | 75.0 | `claim (flywheel/storage/driver.py)` |" in table

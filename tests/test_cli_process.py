@@ -137,7 +137,7 @@ try:
     main(sys.argv[1:])
 except SystemExit:
     pass
-heavy = sorted(m for m in ("peewee", "cattrs", "croniter", "psycopg2", "sqlite3", "flywheel.db", "flywheel.runner",
+heavy = sorted(m for m in ("peewee", "cattrs", "croniter", "psycopg2", "sqlite3", "flywheel.storage.db", "flywheel.runtime.runner",
                            # what the plugins' entry-point modules must not pull in when they load:
                            "attrs", "flywheel.events", "flywheel.registry", "http.server", "http.client",
                            "subprocess", "prometheus_client", "flywheel_plugins.health.server",

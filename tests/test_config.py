@@ -22,7 +22,7 @@ from flywheel.config import (
     setting_keys,
 )
 from flywheel.plugins import make_plugin_manager
-from flywheel.runner import DEFAULT_CONCURRENCY
+from flywheel.runtime.runner import DEFAULT_CONCURRENCY
 
 
 def write(path: Path, text: str) -> Path:

@@ -15,7 +15,7 @@ import attrs
 import pytest
 
 import flywheel
-from flywheel.sanitize import MAX_ERROR_BYTES, MAX_JSON_DEPTH, MAX_OUTPUT_BYTES, REPLACEMENT
+from flywheel.storage.sanitize import MAX_ERROR_BYTES, MAX_JSON_DEPTH, MAX_OUTPUT_BYTES, REPLACEMENT
 from tests.helpers import job_row, run_rows
 
 
@@ -277,7 +277,7 @@ def test_defect_3_hostile_schedule_args_are_a_validation_error(db):
 
 
 def test_defect_3_sanitising_changes_only_what_cannot_be_stored():
-    from flywheel.sanitize import bound_text, clean_error, clean_output
+    from flywheel.storage.sanitize import bound_text, clean_error, clean_output
 
     for fine in ('{"a":"a literal \\\\u0000 stays"}', '{"emoji":"\\ud83d\\ude00"}', '[1,2.5,null,true]'):
         assert clean_output(fine) == fine

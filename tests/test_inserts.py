@@ -18,7 +18,7 @@ import pytest
 
 import flywheel
 from flywheel import clock as fw_clock
-from flywheel.client import build_job_row
+from flywheel.api.client import build_job_row
 from flywheel_plugins.postgres.bulk import COPY_MIN_ROWS
 
 REPO = Path(__file__).resolve().parent.parent

@@ -20,7 +20,7 @@ import pytest
 
 import flywheel
 from flywheel import HealthConfig, Node, RunnerConfig, SchedulerConfig, ValidationError
-from flywheel.node import SIGNAL_REPEAT_WINDOW
+from flywheel.runtime.node import SIGNAL_REPEAT_WINDOW
 from flywheel.plugins import hookimpl, make_plugin_manager
 from tests.helpers import job_row, run_in_thread, run_rows, wait_for
 

@@ -20,7 +20,7 @@ import pytest
 
 import flywheel
 from flywheel import Scheduler
-from flywheel.client import build_job_row
+from flywheel.api.client import build_job_row
 from flywheel.plugins import make_plugin_manager
 from flywheel_plugins import log_observer
 
@@ -218,7 +218,7 @@ JSON_RUN = """
     import logging, sys
     from datetime import timedelta
     import flywheel
-    from flywheel.client import build_job_row
+    from flywheel.api.client import build_job_row
     from flywheel_plugins.log_observer import configure
 
     configure("debug", "json")

@@ -309,7 +309,7 @@ def test_defect_7_nodes_ahead_or_behind_claim_and_release_by_the_database_clock(
 
 
 def _request(now: datetime, lease_s: float) -> Any:
-    from flywheel.driver import ClaimRequest
+    from flywheel.storage.driver import ClaimRequest
 
     return ClaimRequest(queues=("default",), executor_class="", claim_any_class=False, limit=1, now=now,
                         lease_until=now + timedelta(seconds=lease_s), lease_token=flywheel.new_id(),

@@ -24,8 +24,8 @@ import peewee
 import pytest
 
 import flywheel
-from flywheel.client import build_job_row
-from flywheel.driver import ClaimRequest, FinalizePlan
+from flywheel.api.client import build_job_row
+from flywheel.storage.driver import ClaimRequest, FinalizePlan
 from flywheel.enums import JobState, RunOutcome
 from flywheel_plugins import postgres
 from flywheel_plugins.postgres.statements import ENQUEUE_ONE_EXECUTE, ENQUEUE_ONE_PREPARE

@@ -20,7 +20,7 @@ import pytest
 
 import flywheel
 from flywheel import Node, RunnerConfig
-from flywheel.runner import DEFAULT_CONCURRENCY, default_concurrency
+from flywheel.runtime.runner import DEFAULT_CONCURRENCY, default_concurrency
 from tests.helpers import in_thread, job_row, run_rows, wait_for
 
 REPO = Path(__file__).resolve().parents[1]

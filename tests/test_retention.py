@@ -12,7 +12,7 @@ import pytest
 
 import flywheel
 from flywheel import Scheduler
-from flywheel.models import to_db_time
+from flywheel.storage.models import to_db_time
 
 
 def finish(db: flywheel.Database, job_id: str, state: str, at: datetime) -> None:

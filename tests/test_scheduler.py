@@ -152,7 +152,7 @@ def test_a_broken_definition_does_not_stop_the_others(db: flywheel.Database, clo
         assert Scheduler(db).tick() == 1
 
     assert [j.unique_key for j in jobs_of(db)] == [key("b-fine", T + timedelta(minutes=1))]
-    broken = flywheel.schedules.find_periodic(db, "a-broken")
+    broken = flywheel.scheduling.schedules.find_periodic(db, "a-broken")
     assert broken.next_run_at == T + timedelta(minutes=1)  # cursor not advanced
     assert any("periodic a-broken failed to fire" in r.getMessage() for r in caplog.records)
 

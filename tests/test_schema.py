@@ -7,7 +7,7 @@ import sys
 import uuid
 
 import flywheel
-from flywheel.models import INDEXES
+from flywheel.storage.models import INDEXES
 
 
 def test_migrate_is_idempotent_and_creates_every_index(db):

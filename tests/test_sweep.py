@@ -173,7 +173,7 @@ def test_the_sweep_recovers_thousands_of_expired_leases_in_batches(db: flywheel.
     now = clock.now()
     rows = []
     for n in range(2_500):
-        row = flywheel.client.build_job_row("k", "{}", flywheel.InsertOpts(max_attempts=1 if n % 5 == 0 else 3), now)
+        row = flywheel.api.client.build_job_row("k", "{}", flywheel.InsertOpts(max_attempts=1 if n % 5 == 0 else 3), now)
         row.update(state="running", attempt=1, leased_until=now - timedelta(seconds=1), lease_token="t")
         rows.append(row)
     db.driver.enqueue(db, rows)

@@ -13,7 +13,7 @@ import attrs
 import pytest
 
 import flywheel
-from flywheel import transitions
+from flywheel.runtime import transitions
 from tests.helpers import in_thread, job_row, run_rows
 
 T = datetime(2026, 1, 1, tzinfo=UTC)

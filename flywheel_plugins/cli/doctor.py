@@ -37,7 +37,7 @@ def check_database(state: State, url: str) -> tuple[bool, list[str]]:
     """Reach the database and look for flywheel's tables, read-only."""
     import os
 
-    from flywheel.db import Database
+    from flywheel.storage.db import Database
     from flywheel.plugins import find_driver
 
     driver = find_driver(state.pm, url)
@@ -73,8 +73,8 @@ def _has_table(db: Any, name: str) -> bool:
 
 
 def _queue_lines(db: Any) -> list[str]:
-    from flywheel.ops import queue_health
-    from flywheel.schedules import list_periodics
+    from flywheel.api.ops import queue_health
+    from flywheel.scheduling.schedules import list_periodics
     from flywheel_plugins.cli.output import age
 
     health = queue_health(db)

@@ -56,7 +56,7 @@ def enqueue(state: State, kind: str, args_json: str, queue: str | None, priority
     """
     import json
 
-    from flywheel.client import Client
+    from flywheel.api.client import Client
     from flywheel.errors import AlreadyEnqueued, ValidationError
 
     try:

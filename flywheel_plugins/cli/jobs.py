@@ -30,7 +30,7 @@ def jobs() -> None:
 @click.pass_obj
 def ls(state: State, state_name: str | None, kind: str | None, queue: str | None, limit: int, as_json: bool) -> None:
     """List jobs, newest first."""
-    from flywheel.ops import list_jobs
+    from flywheel.api.ops import list_jobs
 
     views = list_jobs(state.db(), state=state_name, kind=kind, queue=queue, limit=limit)
     if as_json:
@@ -48,7 +48,7 @@ def ls(state: State, state_name: str | None, kind: str | None, queue: str | None
 @click.pass_obj
 def inspect(state: State, job_id: str, limit: int, as_json: bool) -> None:
     """Show a job and its runs (newest first) with their errors and output."""
-    from flywheel.ops import find_job, list_runs
+    from flywheel.api.ops import find_job, list_runs
 
     db = state.db()
     job = _find(lambda: find_job(db, job_id))
@@ -86,7 +86,7 @@ def inspect(state: State, job_id: str, limit: int, as_json: bool) -> None:
 @click.pass_obj
 def retry(state: State, job_id: str) -> None:
     """Make a job run again now (any state; it gets at least one more attempt)."""
-    from flywheel.ops import retry_job
+    from flywheel.api.ops import retry_job
 
     db = state.db()
     view = _find(lambda: retry_job(db, job_id))
@@ -99,7 +99,7 @@ def retry(state: State, job_id: str) -> None:
 def cancel(state: State, job_id: str) -> None:
     """Cancel a job that has not finished (a running attempt is fenced, not interrupted)."""
     from flywheel.errors import JobTerminal
-    from flywheel.ops import cancel_job
+    from flywheel.api.ops import cancel_job
 
     db = state.db()
     try:

@@ -12,7 +12,7 @@ from flywheel.plugins import hookimpl
 @click.pass_obj
 def migrate(state: State) -> None:
     """Create flywheel's tables and indexes that do not exist yet (idempotent)."""
-    from flywheel.db import migrate as create_schema
+    from flywheel.storage.db import migrate as create_schema
 
     db = state.db()
     create_schema(db)

@@ -18,7 +18,7 @@ def prune(state: State, older_than: str) -> None:
     from flywheel import clock
     from flywheel.durations import parse_duration
     from flywheel.errors import ValidationError
-    from flywheel.ops import delete_finished_jobs
+    from flywheel.api.ops import delete_finished_jobs
 
     try:
         age = parse_duration(older_than, field="older-than")

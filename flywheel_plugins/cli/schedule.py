@@ -38,7 +38,7 @@ def cadence(view: Any) -> str:
 @click.pass_obj
 def ls(state: State, as_json: bool) -> None:
     """List every schedule with its cadence and next run."""
-    from flywheel.schedules import list_periodics
+    from flywheel.scheduling.schedules import list_periodics
 
     views = list_periodics(state.db())
     if as_json:
@@ -69,7 +69,7 @@ def add(state: State, slug: str, kind: str, cron: str | None, every: str | None,
 
     from flywheel.durations import parse_duration
     from flywheel.errors import ValidationError
-    from flywheel.schedules import PeriodicSpec, upsert_periodic, validate
+    from flywheel.scheduling.schedules import PeriodicSpec, upsert_periodic, validate
 
     if (cron is None) == (every is None):
         raise click.UsageError("give exactly one of --cron and --every")
@@ -96,7 +96,7 @@ def add(state: State, slug: str, kind: str, cron: str | None, every: str | None,
 @click.pass_obj
 def rm(state: State, slug: str) -> None:
     """Delete a schedule (jobs it already enqueued stay)."""
-    from flywheel.schedules import delete_periodic
+    from flywheel.scheduling.schedules import delete_periodic
 
     _named(slug, lambda: delete_periodic(state.db(), slug))
     click.echo(f"removed {slug}")
@@ -107,7 +107,7 @@ def rm(state: State, slug: str) -> None:
 @click.pass_obj
 def enable(state: State, slug: str) -> None:
     """Resume a schedule (fires missed while paused are skipped)."""
-    from flywheel.schedules import set_periodic_active
+    from flywheel.scheduling.schedules import set_periodic_active
 
     view = _named(slug, lambda: set_periodic_active(state.db(), slug, True))
     click.echo(f"enabled {slug}, next run {local_time(view.next_run_at)}")
@@ -118,7 +118,7 @@ def enable(state: State, slug: str) -> None:
 @click.pass_obj
 def disable(state: State, slug: str) -> None:
     """Pause a schedule."""
-    from flywheel.schedules import set_periodic_active
+    from flywheel.scheduling.schedules import set_periodic_active
 
     _named(slug, lambda: set_periodic_active(state.db(), slug, False))
     click.echo(f"disabled {slug}")

@@ -20,7 +20,7 @@ from flywheel.plugins import hookimpl
 
 if TYPE_CHECKING:
     from flywheel.config import Config, LoadedConfig, ScheduleConfig
-    from flywheel.db import Database
+    from flywheel.storage.db import Database
     from flywheel.registry import Registry
 
 log = logging.getLogger("flywheel.serve")
@@ -72,7 +72,7 @@ def build_registry(pm: Any, config: Config, source: str = "runtime.app") -> Regi
 
 def reconcile_schedules(db: Database, schedules: tuple[ScheduleConfig, ...]) -> list[str]:
     """Upsert the configured schedules; pause active ones the file no longer lists. Returns the paused slugs."""
-    from flywheel.schedules import list_periodics, set_periodic_active, upsert_periodic
+    from flywheel.scheduling.schedules import list_periodics, set_periodic_active, upsert_periodic
 
     for schedule in schedules:
         upsert_periodic(db, schedule.spec())
@@ -86,7 +86,7 @@ def reconcile_schedules(db: Database, schedules: tuple[ScheduleConfig, ...]) -> 
 
 
 def build_node(state: State, loaded: LoadedConfig, registry: Registry) -> Any:
-    from flywheel.node import HealthConfig, Node, RunnerConfig, SchedulerConfig
+    from flywheel.runtime.node import HealthConfig, Node, RunnerConfig, SchedulerConfig
 
     runtime = loaded.config.runtime
     runner = RunnerConfig(queues=runtime.queues, concurrency=runtime.concurrency, prefetch=runtime.prefetch,
@@ -112,7 +112,7 @@ def serve(state: State, app: str | None, queues: tuple[str, ...], concurrency: i
     one exits at once.
     """
     from flywheel import __version__
-    from flywheel.db import migrate
+    from flywheel.storage.db import migrate
     from flywheel.logsetup import configure_logging
 
     flags = {"runtime.app": app, "runtime.queues": list(queues) or None, "runtime.concurrency": concurrency}

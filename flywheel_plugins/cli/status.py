@@ -22,8 +22,8 @@ def snapshot(state: State) -> dict[str, Any]:
     from datetime import timedelta
 
     from flywheel import clock
-    from flywheel.ops import overview, queue_health, recent_failures
-    from flywheel.schedules import list_periodics
+    from flywheel.api.ops import overview, queue_health, recent_failures
+    from flywheel.scheduling.schedules import list_periodics
 
     db = state.db()
     health = queue_health(db)

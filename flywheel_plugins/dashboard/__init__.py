@@ -38,7 +38,7 @@ def __getattr__(name: str) -> Any:
 
 def _database(ctx: click.Context, url: str | None) -> Any:
     """The command's own ``--db`` when given, else the database the root group opened (``ctx.obj``)."""
-    from flywheel.db import connect
+    from flywheel.storage.db import connect
 
     if url:
         return connect(url, pm=getattr(ctx.obj, "pm", None))
@@ -48,7 +48,7 @@ def _database(ctx: click.Context, url: str | None) -> Any:
         return opener()
     if opener is not None:
         return opener
-    from flywheel.db import DEFAULT_URL
+    from flywheel.storage.db import DEFAULT_URL
 
     return connect(DEFAULT_URL)
 

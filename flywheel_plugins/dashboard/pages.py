@@ -18,7 +18,7 @@ from flywheel_plugins.dashboard import markup as m
 from flywheel_plugins.dashboard.queries import OUTCOMES, PortableQueries
 
 if TYPE_CHECKING:
-    from flywheel.db import Database
+    from flywheel.storage.db import Database
 
 PAGE_SIZE = 50
 _ACTIVE = {s.value for s in ACTIVE_STATES}

@@ -23,10 +23,10 @@ import attrs
 
 from flywheel import clock
 from flywheel.enums import JobState
-from flywheel.models import CLAIMABLE_SQL, from_db_time, to_db_time
+from flywheel.storage.models import CLAIMABLE_SQL, from_db_time, to_db_time
 
 if TYPE_CHECKING:
-    from flywheel.db import Database
+    from flywheel.storage.db import Database
 
 log = logging.getLogger("flywheel.dashboard")
 

@@ -27,7 +27,7 @@ from flywheel_plugins.dashboard.queries import queries_for
 from flywheel_plugins.dashboard.security import CSRF_COOKIE, SESSION_COOKIE, Forbidden, Guard
 
 if TYPE_CHECKING:
-    from flywheel.db import Database
+    from flywheel.storage.db import Database
 
 log = logging.getLogger("flywheel.dashboard")
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from flywheel.plugins import hookimpl
 
 if TYPE_CHECKING:
-    from flywheel.node import Node
+    from flywheel.runtime.node import Node
 
 
 @hookimpl

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from flywheel.errors import FlywheelError
 
 if TYPE_CHECKING:
-    from flywheel.node import Node
+    from flywheel.runtime.node import Node
 
 log = logging.getLogger("flywheel.health")
 SHUTDOWN_POLL_S = 0.1

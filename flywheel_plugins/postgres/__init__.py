@@ -1,6 +1,6 @@
 """PostgreSQL driver: ``postgresql://user:pass@host:port/db?libpq-params`` (also ``postgres://``).
 
-What PostgreSQL does better than the portable peewee defaults in :mod:`flywheel.driver`:
+What PostgreSQL does better than the portable peewee defaults in :mod:`flywheel.storage.driver`:
 
 * **The claim** is one statement: ``SELECT … FOR UPDATE SKIP LOCKED`` over the ``jobs_ready``
   partial index, the ``UPDATE`` that leases the rows and the ``INSERT`` of their ``started``
@@ -17,7 +17,7 @@ What PostgreSQL does better than the portable peewee defaults in :mod:`flywheel.
   half-open socket from hanging a runner. Passwords never reach a log line or an error, even
   from a malformed URL (:mod:`flywheel.redact`).
 * **Finalisation** of a group of attempts is one statement (two with follow-ups), fenced by
-  lease token exactly like :meth:`flywheel.driver.Driver._finalize_one`.
+  lease token exactly like :meth:`flywheel.storage.driver.Driver._finalize_one`.
 * **One clock**: leases, due times and the sweep go by the database's ``now()`` (nodes' clocks
   disagree; one running ahead must not reclaim the others' live jobs), unless a test has
   injected a non-system clock (see :func:`.driver.uses_db_clock`).
@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 from flywheel.plugins import hookimpl
 
 if TYPE_CHECKING:
-    from flywheel.driver import Driver
+    from flywheel.storage.driver import Driver
 
 # The public names below are the ones this module had before it became a package; the
 # constants and the private helpers (_execute, _CHANNEL_SQL) the tests read are re-exported

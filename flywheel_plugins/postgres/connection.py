@@ -14,7 +14,7 @@ from flywheel.errors import FlywheelError
 from flywheel.redact import UrlSecrets, redact_url
 
 if TYPE_CHECKING:
-    from flywheel.db import Database
+    from flywheel.storage.db import Database
     from flywheel_plugins.postgres.driver import PostgresDriver
 
 INSTALL_HINT = "pip install 'flywheel-jobs[postgres]'"

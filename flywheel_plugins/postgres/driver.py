@@ -1,4 +1,4 @@
-"""The PostgreSQL :class:`~flywheel.driver.Driver`: the kernel's operations, each in as few round trips as
+"""The PostgreSQL :class:`~flywheel.storage.driver.Driver`: the kernel's operations, each in as few round trips as
 PostgreSQL allows (what each one does better is listed in :mod:`flywheel_plugins.postgres`)."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import peewee
 
 from flywheel.clock import SystemClock, current_clock
-from flywheel.driver import ClaimedJob, ClaimRequest, Driver, FinalizePlan, FinalizeResult, Singleton, SweepResult
-from flywheel.models import to_db_time
-from flywheel import sql as portable_sql
+from flywheel.storage.driver import ClaimedJob, ClaimRequest, Driver, FinalizePlan, FinalizeResult, Singleton, SweepResult
+from flywheel.storage.models import to_db_time
+from flywheel.storage import sql as portable_sql
 from flywheel_plugins.postgres.bulk import _CONVERTERS, COPY_MIN_ROWS, CopyStream, _default, copy_columns
 from flywheel_plugins.postgres.connection import (
     _WRAP,
@@ -46,7 +46,7 @@ from flywheel_plugins.postgres.statements import (
 )
 
 if TYPE_CHECKING:
-    from flywheel.db import Database
+    from flywheel.storage.db import Database
 
 #: Storage parameters for ``jobs`` (go-flywheel §2.6): vacuum the hot queue table early and
 #: leave room on each page for the updated row versions a job's life produces.

@@ -8,7 +8,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
-from flywheel.driver import Singleton
+from flywheel.storage.driver import Singleton
 from flywheel_plugins.postgres.connection import _connect_raw, _peer_hung_up
 
 if TYPE_CHECKING:

@@ -7,17 +7,17 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from flywheel.driver import ClaimedJob, ClaimRequest, FinalizePlan
+from flywheel.storage.driver import ClaimedJob, ClaimRequest, FinalizePlan
 from flywheel.enums import CLAIMABLE_STATES
-from flywheel.models import from_db_time, to_db_time
+from flywheel.storage.models import from_db_time, to_db_time
 from flywheel.serde import loads_json
-from flywheel.sql import JOB_COLUMNS
+from flywheel.storage.sql import JOB_COLUMNS
 from flywheel_plugins.postgres.listener import _CHANNEL_SQL
 
 _CLAIMABLE = ", ".join(f"'{s.value}'" for s in CLAIMABLE_STATES)
 
 
-#: The columns a claim returns (what :class:`~flywheel.driver.ClaimedJob` needs, and the sort key).
+#: The columns a claim returns (what :class:`~flywheel.storage.driver.ClaimedJob` needs, and the sort key).
 _CLAIM_RETURNING = ("id", "kind", "queue", "args", "attempt", "max_attempts", "timeout_ms", "parent_job_id",
                     "tags", "scheduled_at", "metadata", "executor_class", "priority")
 
@@ -166,7 +166,7 @@ def renew_sql(*, db_clock: bool) -> str:
 #: :func:`_plan_arrays`; the ``jobs`` update only touches rows still running under the
 #: attempt's own lease token, and returns the ids it changed (the others were superseded:
 #: cancelled, retried or swept while the attempt ran). Superseded attempts still write their
-#: own run row. Matches :meth:`flywheel.driver.Driver._finalize_one` column for column.
+#: own run row. Matches :meth:`flywheel.storage.driver.Driver._finalize_one` column for column.
 _PLAN_CTE = """
 plan AS (
     SELECT * FROM unnest(

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from flywheel.plugins import hookimpl
 
 if TYPE_CHECKING:
-    from flywheel.driver import Driver
+    from flywheel.storage.driver import Driver
 
 URL_SCHEMES = ("sqlite",)
 

@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING
 
 import peewee
 
-from flywheel.driver import Driver, Singleton
+from flywheel.storage.driver import Driver, Singleton
 from flywheel.errors import SchemaMissing
 
 if TYPE_CHECKING:
-    from flywheel.db import Database
+    from flywheel.storage.db import Database
 
 URL_SCHEMES = ("sqlite",)
 BUSY_TIMEOUT_S = 60.0

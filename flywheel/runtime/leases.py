@@ -30,7 +30,7 @@ import attrs
 from flywheel import clock
 
 if TYPE_CHECKING:
-    from flywheel.db import Database
+    from flywheel.storage.db import Database
 
 logger = logging.getLogger("flywheel.runner")
 T = TypeVar("T")

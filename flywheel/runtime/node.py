@@ -37,18 +37,18 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from flywheel.durations import remaining, to_timedelta
 from flywheel.errors import ValidationError, one_line
-from flywheel.node_config import HealthConfig, RunnerConfig, SchedulerConfig
+from flywheel.runtime.node_config import HealthConfig, RunnerConfig, SchedulerConfig
 from flywheel.plugins import plugin_services, resolve
-from flywheel.runner import FINALIZE_GRACE
+from flywheel.runtime.runner import FINALIZE_GRACE
 
 if TYPE_CHECKING:
     import pluggy
 
     from flywheel.config import Config
-    from flywheel.db import Database
+    from flywheel.storage.db import Database
     from flywheel.registry import Registry
-    from flywheel.runner import Runner
-    from flywheel.scheduler import Scheduler
+    from flywheel.runtime.runner import Runner
+    from flywheel.scheduling.scheduler import Scheduler
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: a repeat of the stop signal within this many seconds is the same stop delivered twice

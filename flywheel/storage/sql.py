@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from flywheel.models import CLAIMABLE_SQL, to_db_time
+from flywheel.storage.models import CLAIMABLE_SQL, to_db_time
 
 JOB_COLUMNS = (
     "id", "created_at", "updated_at", "metadata", "kind", "queue", "args", "priority", "state", "attempt",

@@ -20,13 +20,13 @@ import peewee
 
 from flywheel.enums import ACTIVE_STATES, JobState, RunOutcome
 from flywheel.errors import DuplicateKey
-from flywheel import sql
-from flywheel.models import IS_CLAIMABLE, IS_RUNNING, from_db_time, index_ddl
-from flywheel.sanitize import clean_error, clean_output
+from flywheel.storage import sql
+from flywheel.storage.models import IS_CLAIMABLE, IS_RUNNING, from_db_time, index_ddl
+from flywheel.storage.sanitize import clean_error, clean_output
 from flywheel.serde import loads_json
 
 if TYPE_CHECKING:
-    from flywheel.db import Database
+    from flywheel.storage.db import Database
 
 
 @attrs.frozen(kw_only=True)
@@ -71,7 +71,7 @@ class ClaimedJob:
 class FinalizePlan:
     """Everything one attempt's finalisation writes; built before the transaction opens.
 
-    The error message and output are made storable on construction (:mod:`flywheel.sanitize`),
+    The error message and output are made storable on construction (:mod:`flywheel.storage.sanitize`),
     so no outcome a worker produces can make its finalisation fail.
     """
 
@@ -425,7 +425,7 @@ def _CLAIM_COLUMNS(Job: Any) -> tuple[Any, ...]:  # noqa: N802 - reads like the 
 
 
 def run_params(plan: FinalizePlan, children: int) -> list[Any]:
-    """The parameters of :func:`flywheel.sql.finalize_run` for one plan."""
+    """The parameters of :func:`flywheel.storage.sql.finalize_run` for one plan."""
     payload = None if plan.error_message is None else sql.db_value({"message": plan.error_message})
     return [plan.outcome.value, sql.db_value(plan.finished_at), plan.duration_ms, plan.cost_micros, children,
             plan.error_class, plan.error_message, payload, plan.output_json, plan.run_id]

@@ -17,22 +17,23 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import cattrs
 
-from flywheel import clock, transitions
-from flywheel.client import build_job_row, kind_of
+from flywheel import clock
+from flywheel.runtime import transitions
+from flywheel.api.client import build_job_row, kind_of
 from flywheel.context import request_id_scope
-from flywheel.driver import ClaimedJob, FinalizePlan
+from flywheel.storage.driver import ClaimedJob, FinalizePlan
 from flywheel.durations import to_timedelta
 from flywheel.enums import ErrorClass, JobState, RunOutcome
 from flywheel.errors import FlywheelError, UnknownKind, ValidationError
 from flywheel.jobs import Cancel, FollowUp, InsertOpts, Job, Permanent, Result, Snooze
 from flywheel.plugins import classify_error, emit
-from flywheel.sanitize import clean_error
+from flywheel.storage.sanitize import clean_error
 from flywheel.serde import dump_args, dumps_json, load_args, normalise_json_payload
 
 if TYPE_CHECKING:
-    from flywheel.leases import Lease
+    from flywheel.runtime.leases import Lease
     from flywheel.registry import Registered
-    from flywheel.runner import Runner
+    from flywheel.runtime.runner import Runner
 
 ERROR_MESSAGE_LIMIT = 4096
 job_logger = logging.getLogger("flywheel.jobs")
@@ -297,7 +298,7 @@ def describe_decode_error(exc: BaseException) -> str:
 
 
 def error_text(error: BaseException) -> str:
-    """``Type: message``, made storable and bounded with a marker (:func:`flywheel.sanitize.clean_error`)."""
+    """``Type: message``, made storable and bounded with a marker (:func:`flywheel.storage.sanitize.clean_error`)."""
     text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
     if isinstance(error, InvalidJob):
         text = str(error)

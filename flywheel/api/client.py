@@ -13,13 +13,13 @@ from flywheel.enums import ACTIVE_STATES, JobState
 from flywheel.errors import AlreadyEnqueued, MissingKind, ValidationError, translate_db_errors
 from flywheel.ids import new_id
 from flywheel.jobs import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, DEFAULT_QUEUE, InsertOpts, check_unique_key
-from flywheel.sanitize import check_text, require_aware
+from flywheel.storage.sanitize import check_text, require_aware
 from flywheel.serde import dump_args, normalise_json_payload
 
 if TYPE_CHECKING:
     import pluggy
 
-    from flywheel.db import Database
+    from flywheel.storage.db import Database
     from flywheel.registry import Registry
 
 
@@ -88,7 +88,7 @@ def build_job_row(kind: str, args_json: str, opts: InsertOpts, now: datetime) ->
 
 
 def _check_texts(**fields: object) -> None:
-    """Text options must be storable: no NUL, no lone surrogate (see :mod:`flywheel.sanitize`)."""
+    """Text options must be storable: no NUL, no lone surrogate (see :mod:`flywheel.storage.sanitize`)."""
     for field, value in fields.items():
         if isinstance(value, str):
             check_text(value, field)

@@ -1,7 +1,7 @@
-"""What a :class:`~flywheel.node.Node` is made of: ``RunnerConfig``, ``SchedulerConfig``, ``HealthConfig``.
+"""What a :class:`~flywheel.runtime.node.Node` is made of: ``RunnerConfig``, ``SchedulerConfig``, ``HealthConfig``.
 
 ``RunnerConfig`` and ``SchedulerConfig`` take exactly the keyword arguments of
-:class:`~flywheel.runner.Runner` and :class:`~flywheel.scheduler.Scheduler` (minus ``db``
+:class:`~flywheel.runtime.runner.Runner` and :class:`~flywheel.scheduling.scheduler.Scheduler` (minus ``db``
 and ``registry``), with the same defaults; durations are normalised to ``timedelta`` (a
 number is seconds). A ``RunnerConfig`` rejects impossible timings at once (a heartbeat
 no shorter than the lease, a poll interval that is not positive); validation beyond that
@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from flywheel.durations import to_timedelta
-from flywheel.runner import DEFAULT_CONCURRENCY, DEFAULT_PREFETCH, MAX_POLL_BACKOFF, Runner, check_timing
-from flywheel.scheduler import DEFAULT_BACKFILL_CAP, Scheduler
+from flywheel.runtime.runner import DEFAULT_CONCURRENCY, DEFAULT_PREFETCH, MAX_POLL_BACKOFF, Runner, check_timing
+from flywheel.scheduling.scheduler import DEFAULT_BACKFILL_CAP, Scheduler
 
 if TYPE_CHECKING:
     import pluggy
 
-    from flywheel.db import Database
+    from flywheel.storage.db import Database
     from flywheel.registry import Registry
 
 
@@ -41,7 +41,7 @@ def _queues(value: str | Sequence[str]) -> tuple[str, ...]:
 
 @attrs.frozen(kw_only=True)
 class RunnerConfig:
-    """The settings of one :class:`~flywheel.runner.Runner` in a node."""
+    """The settings of one :class:`~flywheel.runtime.runner.Runner` in a node."""
 
     queues: tuple[str, ...] = attrs.field(default=("default",), converter=_queues)
     concurrency: int = DEFAULT_CONCURRENCY
@@ -72,7 +72,7 @@ class RunnerConfig:
 
 @attrs.frozen(kw_only=True)
 class SchedulerConfig:
-    """The settings of a node's :class:`~flywheel.scheduler.Scheduler`."""
+    """The settings of a node's :class:`~flywheel.scheduling.scheduler.Scheduler`."""
 
     tick_interval: timedelta = attrs.field(default=timedelta(seconds=1), converter=_duration("tick_interval"))
     sweep_interval: timedelta = attrs.field(default=timedelta(seconds=30), converter=_duration("sweep_interval"))

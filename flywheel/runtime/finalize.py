@@ -5,7 +5,7 @@ call fails, the plans are retried alone so one bad plan holds up no other. Only
 transient database errors (connection lost, lock timeout, serialization failure, a busy
 SQLite) are retried stubbornly, last, and only while the attempt's lease holds; the
 lease keeper renews it until the commit. A plan refused for any other reason is recorded
-as an ``error`` attempt naming the refusal (:func:`~flywheel.dispatch.unstorable`), so a
+as an ``error`` attempt naming the refusal (:func:`~flywheel.runtime.dispatch.unstorable`), so a
 poison outcome can neither block the finaliser nor leave its job ``running``.
 """
 
@@ -14,12 +14,12 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from flywheel.dispatch import Attempt, unstorable
+from flywheel.runtime.dispatch import Attempt, unstorable
 from flywheel.errors import one_line
-from flywheel.leases import distinct_jobs
+from flywheel.runtime.leases import distinct_jobs
 
 if TYPE_CHECKING:
-    from flywheel.runner import Runner
+    from flywheel.runtime.runner import Runner
 
 #: tries of one driver call (a group or a single plan) on transient errors before moving on
 FINALIZE_TRIES = 4

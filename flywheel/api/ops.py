@@ -10,12 +10,12 @@ import peewee
 from flywheel import clock
 from flywheel.enums import ACTIVE_STATES, CLAIMABLE_STATES, TERMINAL_STATES, JobState, RunOutcome
 from flywheel.errors import JobNotFound, JobTerminal, translate_db_errors
-from flywheel.models import IS_CLAIMABLE
-from flywheel.sanitize import require_aware
-from flywheel.views import FailureView, JobArgsView, JobRunView, JobsOverview, JobView, QueueHealth
+from flywheel.storage.models import IS_CLAIMABLE
+from flywheel.storage.sanitize import require_aware
+from flywheel.api.views import FailureView, JobArgsView, JobRunView, JobsOverview, JobView, QueueHealth
 
 if TYPE_CHECKING:
-    from flywheel.db import Database
+    from flywheel.storage.db import Database
 
 _ACTIVE = [s.value for s in ACTIVE_STATES]
 _CLAIMABLE = [s.value for s in CLAIMABLE_STATES]

@@ -9,14 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 import peewee
 
-from flywheel.models import MODELS, bind_models
+from flywheel.storage.models import MODELS, bind_models
 from flywheel.errors import translate_db_errors
 from flywheel.plugins import find_driver, resolve
 
 if TYPE_CHECKING:
     import pluggy
 
-    from flywheel.driver import Driver
+    from flywheel.storage.driver import Driver
 
 DEFAULT_URL = "sqlite:///flywheel.db"
 

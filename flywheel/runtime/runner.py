@@ -16,10 +16,10 @@ hold a lease that the keeper renews from the claim; workers take them in priorit
 one whose lease was last confirmed too long ago (or is lost) is handed back unstarted, and
 at shutdown or a node's drain
 every unstarted one is handed back at once without using up an attempt
-(:meth:`~flywheel.driver.Driver.unclaim`).
+(:meth:`~flywheel.storage.driver.Driver.unclaim`).
 
 All in-process bookkeeping (lease, deadline, cancel flag, release) belongs to the attempt
-(:class:`~flywheel.leases.Lease`, keyed by run id), never to the job id: one runner may
+(:class:`~flywheel.runtime.leases.Lease`, keyed by run id), never to the job id: one runner may
 hold a fenced attempt and a live attempt of the same job at once.
 """
 
@@ -40,14 +40,14 @@ from typing import TYPE_CHECKING
 import attrs
 
 from flywheel import clock
-from flywheel.defaults import (  # noqa: F401 - re-exported: the runner's defaults
+from flywheel.runtime.defaults import (  # noqa: F401 - re-exported: the runner's defaults
     DEFAULT_CONCURRENCY,
     DEFAULT_PREFETCH,
     MAX_DEFAULT_CONCURRENCY,
     default_concurrency,
 )
-from flywheel.dispatch import Attempt, execute
-from flywheel.driver import ClaimedJob, ClaimRequest
+from flywheel.runtime.dispatch import Attempt, execute
+from flywheel.storage.driver import ClaimedJob, ClaimRequest
 from flywheel.durations import remaining, require_timedelta, to_timedelta
 from flywheel.enums import JobState
 from flywheel.errors import ValidationError, one_line
@@ -58,16 +58,16 @@ from flywheel.events import (
     RetryEvent,
     SupersedeEvent,
 )
-from flywheel.finalize import persist
+from flywheel.runtime.finalize import persist
 from flywheel.ids import new_id
-from flywheel.leases import Lease, LeaseKeeper
+from flywheel.runtime.leases import Lease, LeaseKeeper
 from flywheel.plugins import emit, has_observers, resolve
-from flywheel.workerpool import EventLoop, WorkerPool
+from flywheel.runtime.workerpool import EventLoop, WorkerPool
 
 if TYPE_CHECKING:
     import pluggy
 
-    from flywheel.db import Database
+    from flywheel.storage.db import Database
     from flywheel.registry import Registry
 
 FINALIZE_GROUP = 64
@@ -260,7 +260,7 @@ class Runner:
         """Hand the prefetched attempts that have not started back at once; return how many.
 
         They go back to ``available`` with their attempt unused and their ``started`` run
-        row removed (:meth:`~flywheel.driver.Driver.unclaim`): they never ran.
+        row removed (:meth:`~flywheel.storage.driver.Driver.unclaim`): they never ran.
         """
         taken = self.leases.take_running(unstarted_only=True)
         if not taken:

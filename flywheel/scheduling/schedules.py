@@ -29,10 +29,10 @@ from flywheel.durations import to_timedelta
 from flywheel.errors import PeriodicNotFound, ValidationError, translate_db_errors
 from flywheel.ids import new_id
 from flywheel.serde import normalise_json_payload
-from flywheel.views import PeriodicView
+from flywheel.api.views import PeriodicView
 
 if TYPE_CHECKING:
-    from flywheel.db import Database
+    from flywheel.storage.db import Database
 
 PERIODIC_QUEUE = "periodic"
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]*$")

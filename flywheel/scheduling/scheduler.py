@@ -26,22 +26,22 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from flywheel import clock
-from flywheel.client import build_job_row
-from flywheel.driver import Singleton, SweepResult
+from flywheel.api.client import build_job_row
+from flywheel.storage.driver import Singleton, SweepResult
 from flywheel.durations import format_duration, require_timedelta
 from flywheel.errors import ValidationError
 from flywheel.events import SweepEvent
 from flywheel.jobs import InsertOpts
-from flywheel.ops import delete_finished_jobs, queue_health
+from flywheel.api.ops import delete_finished_jobs, queue_health
 from flywheel.plugins import emit, has_observers, resolve
-from flywheel.schedules import cadence_of
+from flywheel.scheduling.schedules import cadence_of
 from flywheel.serde import normalise_json_payload
 
 if TYPE_CHECKING:
     import pluggy
 
-    from flywheel.db import Database
-    from flywheel.views import QueueHealth
+    from flywheel.storage.db import Database
+    from flywheel.api.views import QueueHealth
 
 SINGLETON_NAME = "flywheel-scheduler"
 DEFAULT_BACKFILL_CAP = 10

@@ -1,7 +1,7 @@
 """The schema: ``jobs``, ``job_runs`` and ``job_periodics`` as peewee models, and ``migrate``.
 
 The models here are unbound (``flywheel.models()`` hands them to hosts that own their
-schema); each :class:`~flywheel.db.Database` binds its own subclasses, so several
+schema); each :class:`~flywheel.storage.db.Database` binds its own subclasses, so several
 databases can be open in one process. Timestamps are stored as aware UTC instants in one
 fixed-width text form that both dialects accept, so comparisons are exact on SQLite too.
 """
