@@ -31,15 +31,19 @@ def in_thread(fn: Any, *args: Any) -> Any:
     return thread
 
 
-def wait_for(predicate: Any, timeout: float = 20.0, what: str = "condition") -> None:
-    """Poll ``predicate`` every 20 ms until it holds; fail naming ``what`` after ``timeout`` s."""
+def wait_for(predicate: Any, timeout: float = 20.0, what: str = "condition") -> Any:
+    """Poll ``predicate`` every 20 ms until it holds; return its (truthy) value.
+
+    Fails naming ``what`` after ``timeout`` s: a deadline, never a guess at how long things take.
+    """
     import time
 
     end = time.monotonic() + timeout
-    while not predicate():
+    while not (value := predicate()):
         if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.02)
+    return value
 
 
 def run_job(db: flywheel.Database, client: flywheel.Client, make_runner: Any, args: Any,

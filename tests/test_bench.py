@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.bench  # not in the default run: `pytest -m bench`
+
 REPO = Path(__file__).resolve().parent.parent
 COMMON = ("record", "scenario", "dialect", "n", "concurrency", "processes", "repeat", "seconds", "rate",
           "python", "flywheel", "peewee", "sqlite", "postgres", "commit", "timestamp", "nproc")

@@ -13,6 +13,8 @@ import pytest
 
 from tests.conftest import PG_URL, require_pg
 
+pytestmark = pytest.mark.bench  # not in the default run: `pytest -m bench`
+
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -85,7 +85,6 @@ def test_a_node_runs_its_runners_and_scheduler_and_stop_drains(db: flywheel.Data
 
     @registry.worker("ping")
     def ping(job: flywheel.Job[Any]) -> None:
-        time.sleep(0.05)
         seen.append(job.queue)
 
     flywheel.upsert_periodic(db, flywheel.PeriodicSpec(slug="tick", kind="ping", every=1))
@@ -117,9 +116,12 @@ def test_drain_timeout_releases_stuck_jobs_for_another_node_at_once(db: flywheel
             return flywheel.Result(output="late")
         return flywheel.Result(output="second")
 
+    quick_started = threading.Event()
+
     @registry.worker("quick")
     def quick(job: flywheel.Job[Any]) -> None:
-        time.sleep(0.3)
+        quick_started.set()
+        wait_for(lambda: node.stopping, what="the node to stop")  # still running when the drain begins
 
     client = flywheel.Client(db)
     stuck_id = client.enqueue("stuck", {})
@@ -128,7 +130,7 @@ def test_drain_timeout_releases_stuck_jobs_for_another_node_at_once(db: flywheel
     thread, errors = run_in_thread(node)
     assert started.wait(10)
     quick_id = client.enqueue("quick", {})
-    wait_for(lambda: job_row(db, quick_id)["state"] == "running", what="the quick job to start")
+    assert quick_started.wait(10)  # in flight: its worker runs (a claimed job not yet started is handed back)
     stopped = time.monotonic()
     node.stop()
     thread.join(10)
@@ -213,7 +215,7 @@ def test_a_failing_runner_tears_the_node_down(db: flywheel.Database, registry: f
     broken = node.runners[1]
 
     def explode(stop_event: threading.Event | None = None) -> None:
-        time.sleep(0.2)
+        wait_for(lambda: node.runners[0].running, what="the other runner to run")  # fails a running node
         raise RuntimeError("runner exploded")
 
     broken.run = explode  # type: ignore[method-assign]
@@ -227,7 +229,7 @@ def test_a_failing_runner_tears_the_node_down(db: flywheel.Database, registry: f
 def test_a_service_can_fail_the_node_later(db: flywheel.Database, registry: flywheel.Registry) -> None:
     node = Node(db, registry, runners=[RunnerConfig(**FAST)], scheduler=None)
     thread, errors = run_in_thread(node)
-    time.sleep(0.2)
+    wait_for(lambda: node.runners[0].running, what="the node to run")
     node.fail(ConnectionError("health server died"), "health")
     thread.join(10)
     assert [type(e) for e in errors] == [ConnectionError]

@@ -39,6 +39,7 @@ from flywheel_plugins.postgres import (
     lost_connection,
 )
 from tests.conftest import PG_URL, require_pg
+from tests.helpers import in_thread, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,14 +86,34 @@ def request_for(queues: tuple[str, ...] = ("default",), limit: int = 8, *, execu
 
 
 def terminate(application_name: str) -> int:
-    """``pg_terminate_backend`` every backend with this application_name; returns how many."""
+    """``pg_terminate_backend`` every backend with this application_name; returns how many.
+
+    Returns once they have exited, so their clients have been told (the server's goodbye is on the socket).
+    """
     conn = admin()
     with conn.cursor() as cur:
-        cur.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = %s"
+        cur.execute("SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s"
                     " AND pid <> pg_backend_pid()", (application_name,))
-        count = int(cur.fetchone()[0])
+        pids = {int(pid) for pid, terminated in cur.fetchall() if terminated}
     conn.close()
-    return count
+    wait_for(lambda: not pids & {pid for pid, _ in backends(application_name)}, what="the terminated backends to exit")
+    return len(pids)
+
+
+def terminate_during(application_name: str, statement: str) -> threading.Thread:
+    """Terminate the backends of ``application_name`` once one of them is running ``statement``."""
+
+    def run() -> None:
+        wait_for(lambda: any(query == statement for _, query in backends(application_name)),
+                 what=f"{statement!r} to run")
+        terminate(application_name)
+
+    return in_thread(run)
+
+
+def waiting(db: flywheel.Database, count: int = 1) -> Any:
+    """A predicate: ``count`` threads wait on the driver's LISTEN connection (for ``wait_for``)."""
+    return lambda: db.driver._listener is not None and db.driver._listener.waiters == count
 
 
 def backends(application_name: str) -> list[tuple[int, str]]:
@@ -102,15 +123,6 @@ def backends(application_name: str) -> list[tuple[int, str]]:
         rows = cur.fetchall()
     conn.close()
     return rows
-
-
-def wait_until(predicate: Any, timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # -- URLs, settings and secrets -----------------------------------------------------------
@@ -519,7 +531,7 @@ def test_a_rolled_back_insert_wakes_nobody_and_a_committed_outbox_insert_does(pg
 def settle(db: flywheel.Database, queues: tuple[str, ...] = ("default",)) -> None:
     """Wait until the listener is up and this thread has seen every wake-up so far."""
     db.driver.wait_for_work(db, queues, 0.01)
-    wait_until(lambda: db.driver._listener is not None and db.driver._listener._conn is not None
+    wait_for(lambda: db.driver._listener is not None and db.driver._listener._conn is not None
                and not db.driver._listener._pending, what="LISTEN")
     while db.driver.wait_for_work(db, queues, 0.1):
         pass
@@ -536,7 +548,7 @@ def test_an_idle_runner_wakes_on_a_notification_for_its_queues(pg: flywheel.Data
     result: dict[str, Any] = {}
     thread = threading.Thread(target=lambda: result.update(r=timed_wait(pg, ["default"], 5)))
     thread.start()
-    time.sleep(0.2)
+    wait_for(waiting(pg), what="the runner to wait")
     other = flywheel.connect(pg.driver.url)
     flywheel.Client(other).insert(Noop(1))
     thread.join(10)
@@ -545,17 +557,23 @@ def test_an_idle_runner_wakes_on_a_notification_for_its_queues(pg: flywheel.Data
     # another queue's insert does not wake it; interrupt_waits does
     settle(pg)
     flywheel.Client(other).insert(Noop(1), queue="elsewhere")
-    timer = threading.Timer(0.3, pg.driver.interrupt_waits)
-    timer.start()
+    assert not pg.driver.wait_for_work(pg, ["default"], 0.3)
+    interrupter = in_thread(lambda: (wait_for(waiting(pg), what="the runner to wait"), pg.driver.interrupt_waits()))
     woken, waited = timed_wait(pg, ["default"], 5)
-    assert woken and 0.25 < waited < 2
+    interrupter.join(10)
+    assert woken and waited < 2
     other.close()
 
 
 def test_a_notification_between_two_waits_is_not_lost(pg: flywheel.Database) -> None:
     settle(pg)
-    flywheel.Client(pg).insert(Noop(1))  # while this thread is not waiting (it would be claiming)
-    time.sleep(0.2)
+    # another thread sees the notification arrive while this one is not waiting (it would be claiming)
+    witness: dict[str, bool] = {}
+    thread = in_thread(lambda: witness.update(woken=pg.driver.wait_for_work(pg, ["default"], 5)))
+    wait_for(waiting(pg), what="the witness to wait")
+    flywheel.Client(pg).insert(Noop(1))
+    thread.join(10)
+    assert witness == {"woken": True}
     woken, waited = timed_wait(pg, ["default"], 5)
     assert woken and waited < 0.1
     woken, waited = timed_wait(pg, ["default"], 0.2)  # and only once
@@ -574,7 +592,7 @@ def test_a_stopping_runner_with_a_long_poll_interval_stops_at_once(pg: flywheel.
     runner = flywheel.Runner(pg, flywheel.Registry(), poll_interval=30)
     thread = threading.Thread(target=runner.run)
     thread.start()
-    time.sleep(0.5)
+    wait_for(waiting(pg), what="the runner to wait out its poll interval")
     started = time.monotonic()
     runner.stop()
     thread.join(10)
@@ -600,13 +618,13 @@ def test_the_listen_connection_comes_back_after_it_is_terminated(
         # the re-opened listener wakes the waiters once (notifications may have been missed)...
         woken, waited = timed_wait(db, ["default"], 5)
         assert woken and waited < 2
-        wait_until(lambda before=before: len(listening() - before) == 1, what="LISTEN again")
+        wait_for(lambda before=before: len(listening() - before) == 1, what="LISTEN again")
         settle(db)
         # ...and real notifications wake them again
         result: dict[str, Any] = {}
         thread = threading.Thread(target=lambda: result.update(r=timed_wait(db, ["default"], 5)))
         thread.start()
-        time.sleep(0.1)
+        wait_for(waiting(db), what="the waiter")
         other = flywheel.connect(pg_schema_url)
         flywheel.Client(other).insert(Noop(1))
         other.close()
@@ -639,7 +657,6 @@ def test_a_terminated_connection_is_replaced_before_it_is_used(pg_schema_url: st
     flywheel.migrate(db)
     first = db.pw.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
     assert terminate(app) == 1
-    time.sleep(0.2)
     # no error: the dead connection is noticed (the server said goodbye) and replaced
     second = db.pw.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
     assert second != first
@@ -651,20 +668,18 @@ def test_a_connection_lost_mid_statement_fails_once_then_heals(pg_schema_url: st
     app = f"fwtest-{uuid.uuid4().hex[:8]}"
     db = flywheel.connect(with_params(pg_schema_url, application_name=app))
     flywheel.migrate(db)
-    timer = threading.Timer(0.3, terminate, args=(app,))
-    timer.start()
+    killer = terminate_during(app, "SELECT pg_sleep(3)")
     with pytest.raises(peewee.DatabaseError) as caught:
         db.pw.execute_sql("SELECT pg_sleep(3)")
-    timer.join()
+    killer.join(10)
     assert db.driver.is_transient(caught.value) and lost_connection(caught.value)
     db.driver.reset_connection(db)
     assert db.pw.execute_sql("SELECT 1").fetchone()[0] == 1
     # even without reset_connection, the next statement outside a transaction heals
-    timer = threading.Timer(0.3, terminate, args=(app,))
-    timer.start()
+    killer = terminate_during(app, "SELECT pg_sleep(3)")
     with pytest.raises(peewee.DatabaseError):
         db.pw.execute_sql("SELECT pg_sleep(3)")
-    timer.join()
+    killer.join(10)
     assert db.pw.execute_sql("SELECT 1").fetchone()[0] == 1
     db.close()
 
@@ -677,7 +692,6 @@ def test_a_connection_lost_inside_a_transaction_fails_the_transaction(pg_schema_
     with pytest.raises((peewee.PeeweeException, flywheel.FlywheelError)) as caught, db.atomic():
         client.insert(Noop(1))
         terminate(app)
-        time.sleep(0.2)
         client.insert(Noop(2))  # must not silently continue on a new connection
     assert db.driver.is_transient(caught.value) and lost_connection(caught.value)
     assert not db.pw.in_transaction()
@@ -716,10 +730,9 @@ def test_a_runner_survives_a_connection_drop_between_jobs(pg_schema_url: str) ->
     try:
         for round_ in range(3):
             job_id = client.insert(Noop(round_))
-            wait_until(lambda job_id=job_id: job_id in done and flywheel.find_job(db, job_id).state == "succeeded",
+            wait_for(lambda job_id=job_id: job_id in done and flywheel.find_job(db, job_id).state == "succeeded",
                        what="the job")
             terminate(app)
-            time.sleep(0.3)
     finally:
         stop.set()
         thread.join(30)
@@ -856,7 +869,6 @@ def test_the_singleton_is_an_advisory_lock_that_survives_its_connection(pg_schem
     assert first.acquire() is True
     # the holding session dies: the lock goes with it, and acquire() notices and takes it again
     assert terminate(app) >= 1
-    time.sleep(0.2)
     assert first.acquire() is True
     assert second.acquire() is False
     first.release()

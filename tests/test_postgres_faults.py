@@ -22,6 +22,7 @@ import attrs
 import pytest
 
 import flywheel
+from tests.helpers import wait_for
 
 SPAWN = multiprocessing.get_context("spawn")
 
@@ -69,16 +70,6 @@ def _admin(sql: str, *params: Any) -> list[tuple[Any, ...]]:
             return cur.fetchall() if cur.description else []
     finally:
         conn.close()
-
-
-def _wait(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.mark.slow
@@ -132,7 +123,7 @@ def test_a_runner_recovers_from_terminated_backends_and_listens_again(pg_schema_
     def pickup_ms(kind: str = "noop") -> float:
         """Enqueue a job; wait until it succeeded; the ms from its insert to its claim."""
         job_id = client.enqueue(kind, {})
-        _wait(lambda: flywheel.find_job(db, job_id).state == "succeeded", 15, f"{kind} job {job_id} to succeed")
+        wait_for(lambda: flywheel.find_job(db, job_id).state == "succeeded", 15, f"{kind} job {job_id} to succeed")
         created, started = db.pw.execute_sql(
             "SELECT j.created_at, r.started_at FROM jobs j JOIN job_runs r ON r.job_id = j.id WHERE j.id = %s",
             (job_id,)).fetchone()
@@ -141,7 +132,7 @@ def test_a_runner_recovers_from_terminated_backends_and_listens_again(pg_schema_
         return (started - created).total_seconds() * 1000
 
     try:
-        first = _wait(listener_pids, 30, "the runner to LISTEN")
+        first = wait_for(listener_pids, 30, "the runner to LISTEN")
         time.sleep(0.5)
         warm = [pickup_ms() for _ in range(3)]
         assert pickup_ms("slow") < 200  # lease keeper and finaliser connections exist now
@@ -153,7 +144,7 @@ def test_a_runner_recovers_from_terminated_backends_and_listens_again(pg_schema_
                             "WHERE application_name = %s", app)[0][0]
             assert killed == len(backends)
             # the runner re-opens its LISTEN connection by itself...
-            restored = _wait(lambda first=first: listener_pids() - first, 10, "LISTEN to be re-established")
+            restored = wait_for(lambda first=first: listener_pids() - first, 10, "LISTEN to be re-established")
             first = first | restored
             time.sleep(0.5)
             # ...and a job enqueued now is claimed through it, not by the 5 s poll

@@ -13,6 +13,7 @@ import pytest
 import flywheel
 from flywheel import Scheduler
 from flywheel.storage.models import to_db_time
+from tests.helpers import wait_for
 
 
 def finish(db: flywheel.Database, job_id: str, state: str, at: datetime) -> None:
@@ -49,11 +50,11 @@ def test_retention_runs_as_an_activity(db: flywheel.Database) -> None:
     stop = threading.Event()
     thread = threading.Thread(target=scheduler.run, args=(stop,), daemon=True)
     thread.start()
-    deadline = time.monotonic() + 5
-    while db.Job.select().count() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    stop.set()
-    thread.join(5)
+    try:
+        wait_for(lambda: db.Job.select().count() == 0, timeout=5, what="the finished job to be pruned")
+    finally:
+        stop.set()
+        thread.join(5)
     assert db.Job.select().count() == 0
 
 
@@ -114,8 +115,8 @@ def test_deleting_100k_finished_jobs_under_load_leaves_live_work_untouched(db: f
     stop = threading.Event()
     thread = threading.Thread(target=contextvars.copy_context().run, args=(runner.run, stop), daemon=True)
     thread.start()
-    while flywheel.overview(db, kind="work").counts_by_state.get("succeeded", 0) < 20:
-        time.sleep(0.01)
+    wait_for(lambda: flywheel.overview(db, kind="work").counts_by_state.get("succeeded", 0) >= 20,
+             what="the runner to get going")
     for n in range(300, 600):  # keep work arriving while the prune runs
         live.append(client.enqueue("work", {"n": n}))
 
@@ -124,8 +125,7 @@ def test_deleting_100k_finished_jobs_under_load_leaves_live_work_untouched(db: f
     deleted = Scheduler(db, retention=timedelta(days=1)).prune_retention()
     prune_s = time.monotonic() - started
     done_during = flywheel.overview(db, kind="work").counts_by_state.get("succeeded", 0) - done_before
-    while flywheel.count_active_jobs(db) > 1:
-        time.sleep(0.02)
+    wait_for(lambda: flywheel.count_active_jobs(db) <= 1, timeout=120, what="the live work to finish")
     stop.set()
     thread.join(30)
     print(f"\n{db.dialect}: bulk insert {OLD_JOBS} finished jobs + runs {insert_s:.2f}s; "

@@ -12,7 +12,7 @@ import peewee
 import pytest
 
 import flywheel
-from tests.helpers import in_thread
+from tests.helpers import in_thread, wait_for
 
 
 @attrs.frozen
@@ -28,35 +28,61 @@ def sleeper(registry):
         time.sleep(job.args.seconds)
 
 
-def test_one_slow_job_never_idles_the_other_slots(db, client, make_runner, sleeper):
-    slow = client.insert(Sleep(seconds=1.5))
-    fast = [client.insert(Sleep(seconds=0.05)) for _ in range(20)]
-    started = time.monotonic()
-    make_runner(concurrency=2).run_until_idle(timeout=30)
-    elapsed = time.monotonic() - started
+def test_one_slow_job_never_idles_the_other_slots(db, registry, client, make_runner):
+    release = threading.Event()
+
+    @registry.worker("sleep")
+    def work(job: flywheel.Job[Sleep]) -> None:
+        if job.args.seconds:  # the slow job: holds its slot until the fast ones are done
+            assert release.wait(30)
+
+    slow = client.insert(Sleep(seconds=1))
+    fast = [client.insert(Sleep(seconds=0)) for _ in range(20)]
+    ran: list[int] = []
+    thread = in_thread(lambda: ran.append(make_runner(concurrency=2).run_until_idle(timeout=60)))
+    try:
+        # all 20 fast jobs finish on the one free slot while the slow one still holds the other
+        wait_for(lambda: all(flywheel.find_job(db, j).state == "succeeded" for j in fast), what="the fast jobs")
+        assert flywheel.find_job(db, slow).state == "running"
+    finally:
+        release.set()
+        thread.join(30)
+    assert ran == [21]
     finished = {j: flywheel.list_runs(db, j)[0].finished_at for j in [slow, *fast]}
-    # 20 fast jobs at 50 ms on the one free slot finish before the slow one does
     assert all(finished[j] < finished[slow] for j in fast)
-    assert elapsed < 1.5 + 1.0 * 2  # never serialised behind the slow job (20 × 50 ms + 1.5 s)
 
 
 def test_concurrency_runs_jobs_in_parallel_but_never_more(db, registry, client, make_runner):
     active = 0
     peak = 0
+    started = 0
     lock = threading.Lock()
+    gate = threading.Semaphore(0)  # the test lets the jobs finish one at a time
 
     @registry.worker("sleep")
-    def sleep(job: flywheel.Job[Sleep]) -> None:
-        nonlocal active, peak
+    def hold(job: flywheel.Job[Sleep]) -> None:
+        nonlocal active, peak, started
         with lock:
             active += 1
+            started += 1
             peak = max(peak, active)
-        time.sleep(job.args.seconds)
+        assert gate.acquire(timeout=30)
         with lock:
             active -= 1
 
-    client.insert_many([Sleep(seconds=0.05) for _ in range(24)])
-    assert make_runner(concurrency=4).run_until_idle(timeout=30) == 24
+    client.insert_many([Sleep(seconds=0) for _ in range(24)])
+    ran: list[int] = []
+    thread = in_thread(lambda: ran.append(make_runner(concurrency=4).run_until_idle(timeout=60)))
+    try:
+        for released in range(24):
+            # a slot is freed only by a release: 4 jobs run at once, each release lets one more start
+            wait_for(lambda released=released: started >= min(24, 4 + released), what=f"{released + 4} jobs started")
+            gate.release()
+    finally:
+        for _ in range(24):
+            gate.release()
+        thread.join(30)
+    assert ran == [24]
     assert peak == 4
 
 
@@ -80,19 +106,23 @@ def test_run_until_idle_times_out_when_work_is_scheduled_far_ahead(db, client, m
 
 
 def test_stop_lets_in_flight_jobs_finish(db, registry, client, make_runner):
-    started = threading.Event()
+
+    stop = threading.Event()
+    lock = threading.Lock()
+    started = 0
 
     @registry.worker("sleep")
     def sleep(job: flywheel.Job[Sleep]) -> None:
-        started.set()
-        time.sleep(job.args.seconds)
+        nonlocal started
+        with lock:
+            started += 1
+        assert stop.wait(30)  # in flight when the stop comes...
+        time.sleep(job.args.seconds)  # ...and its own work goes on after it
 
     ids = [client.insert(Sleep(seconds=0.4)) for _ in range(2)]
     runner = make_runner(concurrency=2)
-    stop = threading.Event()
     thread = in_thread(runner.run, stop)
-    assert started.wait(10)
-    time.sleep(0.05)
+    wait_for(lambda: started == 2, what="both jobs to start")
     stop.set()
     thread.join(10)
     assert not thread.is_alive()
@@ -177,13 +207,12 @@ def test_an_unexpected_error_in_the_loop_does_not_kill_run(db, client, make_runn
     runner = make_runner(poll_interval=0.01, max_poll_backoff=0.05)
     stop = threading.Event()
     thread = in_thread(runner.run, stop)
-    deadline = time.monotonic() + 5
-    while calls["n"] < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    job_id = client.insert(Sleep(seconds=0))
-    while flywheel.find_job(db, job_id).state != "succeeded" and time.monotonic() < deadline:
-        time.sleep(0.02)
-    stop.set()
-    thread.join(10)
+    try:
+        wait_for(lambda: calls["n"] >= 2, what="the loop to go on after the failure")
+        job_id = client.insert(Sleep(seconds=0))
+        wait_for(lambda: flywheel.find_job(db, job_id).state == "succeeded", what="the job")
+    finally:
+        stop.set()
+        thread.join(10)
     assert flywheel.find_job(db, job_id).state == "succeeded"
     assert any("runner loop failed" in r.getMessage() for r in caplog.records)

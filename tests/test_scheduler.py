@@ -20,6 +20,7 @@ import pytest
 
 import flywheel
 from flywheel import PeriodicSpec, Scheduler, ValidationError
+from tests.helpers import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 T = datetime(2026, 1, 1, tzinfo=UTC)
@@ -325,15 +326,16 @@ def test_two_schedulers_in_threads_enqueue_each_bucket_once(db_url: str, db: fly
 
 
 TICK_AT_ONCE = """
-    import sys, time
+    import sys
     from datetime import datetime
     import flywheel
-    url, at, start = sys.argv[1], datetime.fromisoformat(sys.argv[2]), float(sys.argv[3])
+    url, at = sys.argv[1], datetime.fromisoformat(sys.argv[2])
     db = flywheel.connect(url)
     scheduler = flywheel.Scheduler(db)
     db.JobPeriodic.select().count()  # connect before the start line
+    print("ready", flush=True)
+    sys.stdin.readline()  # the start line: both processes tick at once
     with flywheel.use_clock(flywheel.FixedClock(at)):
-        time.sleep(max(0.0, start - time.time()))
         print(scheduler.tick())
 """
 
@@ -345,8 +347,12 @@ def test_two_scheduler_processes_on_postgres_enqueue_each_bucket_once(pg_schema_
     with flywheel.use_clock(flywheel.FixedClock(T)):
         for n in range(50):
             flywheel.upsert_periodic(db, PeriodicSpec(slug=f"s{n:02d}", kind="ping", every=60))
-    start = time.time() + 1.5
-    procs = [python(TICK_AT_ONCE, pg_schema_url, (T + timedelta(hours=1)).isoformat(), str(start)) for _ in range(2)]
+    procs = [python(TICK_AT_ONCE, pg_schema_url, (T + timedelta(hours=1)).isoformat(), stdin=subprocess.PIPE)
+             for _ in range(2)]
+    assert [p.stdout.readline().strip() for p in procs] == ["ready", "ready"]  # type: ignore[union-attr]
+    for p in procs:
+        p.stdin.write("go\n")  # type: ignore[union-attr]
+        p.stdin.flush()  # type: ignore[union-attr]
     outputs = [p.communicate(timeout=60) for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs
     counts = [int(out.strip()) for out, _ in outputs]
@@ -366,12 +372,24 @@ def _run_in_thread(scheduler: Scheduler) -> tuple[threading.Thread, threading.Ev
     return thread, stop
 
 
-def _wait_for(predicate: Any, timeout: float = 10.0) -> None:
-    end = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > end:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
+def _count_lock_attempts(db: flywheel.Database) -> list[int]:
+    """Count the maintenance-lock acquires of the schedulers that take their lock from now on."""
+    attempts = [0]
+    make = db.driver.singleton
+
+    class Counted:
+        def __init__(self, lock: Any) -> None:
+            self.lock = lock
+
+        def acquire(self) -> bool:
+            attempts[0] += 1
+            return bool(self.lock.acquire())
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.lock, name)
+
+    db.driver.singleton = lambda database, name: Counted(make(database, name))  # type: ignore[method-assign]
+    return attempts
 
 
 def test_run_fires_due_schedules_and_samples_health(db: flywheel.Database, caplog: pytest.LogCaptureFixture) -> None:
@@ -380,8 +398,8 @@ def test_run_fires_due_schedules_and_samples_health(db: flywheel.Database, caplo
                           retention=timedelta(days=1), retention_interval=0.05)
     with caplog.at_level(logging.INFO, logger="flywheel.scheduler"):
         thread, stop = _run_in_thread(scheduler)
-        _wait_for(lambda: db.Job.select().count() >= 2, timeout=5)
-        _wait_for(lambda: any("queue health" in r.getMessage() for r in caplog.records))
+        wait_for(lambda: db.Job.select().count() >= 2, timeout=5)
+        wait_for(lambda: any("queue health" in r.getMessage() for r in caplog.records))
         stop.set()
         thread.join(5)
     assert not thread.is_alive()
@@ -413,7 +431,7 @@ def test_a_failing_activity_is_logged_and_the_others_go_on(db: flywheel.Database
     scheduler.sweep = broken_sweep  # type: ignore[method-assign]
     with caplog.at_level(logging.ERROR, logger="flywheel.scheduler"):
         thread, stop = _run_in_thread(scheduler)
-        _wait_for(lambda: db.Job.select().count() >= 2, timeout=5)
+        wait_for(lambda: db.Job.select().count() >= 2, timeout=5)
         stop.set()
         thread.join(5)
     assert "jobs: lease sweep failed" in caplog.text
@@ -426,14 +444,15 @@ def test_only_the_lock_holder_does_maintenance_and_a_standby_takes_over(db: flyw
     first_calls, second_calls = _count_ticks(first), _count_ticks(second)
     with caplog.at_level(logging.INFO, logger="flywheel.scheduler"):
         thread1, stop1 = _run_in_thread(first)
-        _wait_for(lambda: first_calls[0] > 0)
+        wait_for(lambda: first_calls[0] > 0)
+        second_attempts = _count_lock_attempts(db)
         thread2, stop2 = _run_in_thread(second)
-        time.sleep(0.5)
+        wait_for(lambda: second_attempts[0] >= 5, what="the standby to try the lock five times")
         assert second_calls[0] == 0
         assert "stands by" in caplog.text
         stop1.set()
         thread1.join(5)
-        _wait_for(lambda: second_calls[0] > 0, timeout=2)
+        wait_for(lambda: second_calls[0] > 0, timeout=2)
         stop2.set()
         thread2.join(5)
 
@@ -469,13 +488,14 @@ def test_a_standby_takes_over_within_an_interval_when_the_holder_dies(db_url: st
         flywheel.upsert_periodic(db, PeriodicSpec(slug="s", kind="ping", every=1))
         standby = Scheduler(db, tick_interval=0.1)
         calls = _count_ticks(standby)
+        attempts = _count_lock_attempts(db)
         thread, stop = _run_in_thread(standby)
-        time.sleep(1.2)
+        wait_for(lambda: attempts[0] >= 10, what="the standby to try the lock ten times")
         assert calls[0] == 0 and db.Job.select().count() == 0
         holder.send_signal(signal.SIGKILL)
         holder.wait(10)
         killed = time.monotonic()
-        _wait_for(lambda: db.Job.select().count() > 0, timeout=5)
+        wait_for(lambda: db.Job.select().count() > 0, timeout=5)
         assert time.monotonic() - killed < 2.0
         stop.set()
         thread.join(5)
