@@ -95,7 +95,8 @@ class DriverConformance:
 
     def setup_method(self, method: Any = None) -> None:
         self._cleanup = contextlib.ExitStack()
-        self.clock = self._cleanup.enter_context(use_clock(FixedClock(START)))
+        self.clock = FixedClock(START)
+        self._cleanup.enter_context(use_clock(self.clock))
         self._db: flywheel.Database | None = None
 
     def teardown_method(self, method: Any = None) -> None:
@@ -224,7 +225,7 @@ class DriverConformance:
         batch[size // 2]["id"] = existing
         raised = _raised(lambda: self._insert_in_transaction(batch))
         assert raised is not None, "insert_jobs accepted a batch holding an id that already exists"
-        assert isinstance(_as_flywheel_error(raised), DuplicateKey), f"{raised!r} is not a duplicate key"
+        assert isinstance(_as_flywheel_error(self.driver, raised), DuplicateKey), f"{raised!r} is not a duplicate key"
         assert self.driver.count_active(self.db, None, None) == 1, "part of the refused batch was written"
 
     def test_insert_jobs_in_bulk_reports_exactly_the_ids_written(self) -> None:
@@ -617,7 +618,7 @@ class DriverConformance:
         raised = _raised(insert_again)
         assert raised is not None
         assert self.driver.is_transient(raised) is False
-        assert isinstance(_as_flywheel_error(raised), DuplicateKey)
+        assert isinstance(_as_flywheel_error(self.driver, raised), DuplicateKey)
         assert self.exists(self.insert()), "the connection did not recover from the violation"
 
     def test_display_url_hides_the_password(self) -> None:
@@ -643,9 +644,13 @@ def _raised(fn: Callable[[], Any]) -> BaseException | None:
     return None
 
 
-def _as_flywheel_error(exc: BaseException) -> FlywheelError:
-    """``exc`` as the flywheel error the public API raises for it."""
-    return exc if isinstance(exc, FlywheelError) else wrap_db_error(exc)
+def _as_flywheel_error(driver: Driver, exc: BaseException) -> FlywheelError:
+    """``exc`` as the flywheel error the public API raises for it (the driver's mapping first)."""
+    if isinstance(exc, FlywheelError):
+        return exc
+    map_error = getattr(driver, "map_error", None)
+    mapped = map_error(exc) if map_error is not None else None
+    return mapped if isinstance(mapped, FlywheelError) else wrap_db_error(exc)
 
 
 def _password_of(url: str) -> str | None:
