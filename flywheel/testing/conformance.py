@@ -645,12 +645,16 @@ def _raised(fn: Callable[[], Any]) -> BaseException | None:
 
 
 def _as_flywheel_error(driver: Driver, exc: BaseException) -> FlywheelError:
-    """``exc`` as the flywheel error the public API raises for it (the driver's mapping first)."""
+    """``exc`` as the flywheel error the public API raises for it: the driver's ``map_error``
+    must name it where the driver has one (else the kernel's :func:`wrap_db_error`)."""
     if isinstance(exc, FlywheelError):
         return exc
     map_error = getattr(driver, "map_error", None)
-    mapped = map_error(exc) if map_error is not None else None
-    return mapped if isinstance(mapped, FlywheelError) else wrap_db_error(exc)
+    if map_error is None:
+        return wrap_db_error(exc)
+    mapped = map_error(exc)
+    assert isinstance(mapped, FlywheelError), f"{type(driver).__name__}.map_error({exc!r}) named no flywheel error"
+    return mapped
 
 
 def _password_of(url: str) -> str | None:
