@@ -6,6 +6,9 @@
 * :class:`FixedClock`: a clock that stands still until moved (``advance`` / ``set``).
 * :class:`MovableClock`: a clock that runs with real time from a chosen instant and can be
   moved ahead (or set) on top of that, for tests where time must pass *and* jump.
+* :class:`DriverConformance`: the driver conformance suite (:mod:`flywheel.testing.conformance`),
+  loaded on first use: a driver plugin's tests subclass it to prove the driver keeps the
+  contract the built-in drivers keep.
 
 Use a clock with ``with flywheel.use_clock(clock):``. This module imports neither pytest
 nor any HTTP library.
@@ -13,17 +16,27 @@ nor any HTTP library.
 
 from __future__ import annotations
 
+import importlib
 import threading
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from flywheel.clock import FixedClock
 
-__all__ = ["FakeHTTPResponse", "FakeHTTPTransport", "FixedClock", "MovableClock"]
+if TYPE_CHECKING:
+    from flywheel.testing.conformance import DriverConformance
+
+__all__ = ["DriverConformance", "FakeHTTPResponse", "FakeHTTPTransport", "FixedClock", "MovableClock"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "DriverConformance":  # the suite imports the storage layer: only when asked for
+        return importlib.import_module("flywheel.testing.conformance").DriverConformance
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class MovableClock:
