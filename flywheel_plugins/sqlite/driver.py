@@ -9,6 +9,9 @@ Several processes may share the file; their writes are serialised by SQLite itse
 Wake-ups: an insert wakes this process's idle runners at commit, and an idle runner
 watches ``PRAGMA data_version`` (a cheap read every 4 ms while idle) so commits from
 other processes wake it within ~5 ms.
+
+The hot path's SQL (enqueue, claim, renewal, finalisation) is in :mod:`.statements`; the
+portable rest comes from :class:`flywheel.storage.portable.PeeweeDriver`.
 """
 
 from __future__ import annotations
