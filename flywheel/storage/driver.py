@@ -125,10 +125,13 @@ class Singleton:
     """A maintenance lock; ``acquire()`` never blocks and says whether this process holds it.
 
     A holder calls ``acquire()`` before each round of work (it is cheap and re-entrant) so
-    that a lock lost with its connection is noticed, and ``release()`` when it stops.
+    that a lock lost with its connection is noticed, and ``release()`` when it stops. This
+    base class coordinates nothing (every caller holds it); drivers subclass it with an
+    advisory lock, a file lock or the like.
     """
 
     def acquire(self) -> bool:
+        """Take or re-check the lock without blocking; True while this process holds it."""
         return True
 
     def release(self) -> None:
