@@ -85,7 +85,7 @@ class Counter:
 
     def succeeded(self) -> int:
         # the predicate matches the jobs_state partial index, so this is an index-only count
-        return int(self.scalar("SELECT count(*) FROM jobs WHERE state = 'succeeded' AND deleted_at IS NULL"))
+        return int(self.scalar("SELECT count(*) FROM jobs WHERE state = 'succeeded'"))
 
     def runs_success(self) -> int:
         return int(self.scalar("SELECT count(*) FROM job_runs WHERE outcome = 'success'"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -103,37 +102,26 @@ class SchemaMissing(DatabaseError):
         self.detail = detail
 
 
-_DUPLICATE_MARKERS = ("unique constraint", "duplicate key value")
-_FOREIGN_KEY_MARKERS = ("foreign key constraint",)
-# SQLite says "no such table: jobs", PostgreSQL 'relation "jobs" does not exist'.
-_MISSING_TABLE = re.compile(r'no such table: (?:\w+\.)?(jobs|job_runs|job_periodics)\b'
-                            r'|relation "(?:\w+\.)?(jobs|job_runs|job_periodics)" does not exist')
-
-
 def wrap_db_error(exc: BaseException) -> FlywheelError:
-    """Map a driver exception to a flywheel error; flywheel's own errors pass through."""
+    """Map a driver exception to a flywheel error; flywheel's own errors pass through.
+
+    The driver whose database raised ``exc`` names it (:meth:`flywheel.storage.driver.Driver.map_error`):
+    a unique violation becomes :class:`DuplicateKey`, a foreign key one
+    :class:`ForeignKeyViolation`, a missing table :class:`SchemaMissing`; anything else
+    :class:`DatabaseError`. The driver's exception is the ``__cause__``.
+    """
     import peewee  # here, not at the top: the CLI's start-up imports this module
+
+    from flywheel.storage.driver import map_driver_error
 
     inner: BaseException | None = exc
     while isinstance(inner, peewee.PeeweeException):  # peewee's wrapper re-raises errors it takes for a driver's
         inner = getattr(inner, "orig", None)
     if isinstance(inner, FlywheelError):
         return inner
-    text = str(exc).strip() or type(exc).__name__
-    lowered = text.lower()
-    if (missing := _MISSING_TABLE.search(text)) is not None:
-        wrapped_missing = SchemaMissing(f"table {missing.group(1) or missing.group(2)} does not exist")
-        wrapped_missing.__cause__ = exc
-        return wrapped_missing
-    if isinstance(exc, peewee.IntegrityError) or any(m in lowered for m in _DUPLICATE_MARKERS + _FOREIGN_KEY_MARKERS):
-        if any(m in lowered for m in _FOREIGN_KEY_MARKERS):
-            wrapped: FlywheelError = ForeignKeyViolation(f"flywheel: foreign key violation: {text}")
-        elif any(m in lowered for m in _DUPLICATE_MARKERS):
-            wrapped = DuplicateKey(f"flywheel: duplicate key: {text}")
-        else:
-            wrapped = DatabaseError(f"flywheel: database operation failed: {text}")
-    else:
-        wrapped = DatabaseError(f"flywheel: database operation failed: {text}")
+    wrapped = map_driver_error(exc)
+    if wrapped is None:
+        wrapped = DatabaseError(f"flywheel: database operation failed: {str(exc).strip() or type(exc).__name__}")
     wrapped.__cause__ = exc
     return wrapped
 

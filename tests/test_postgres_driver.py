@@ -355,8 +355,8 @@ def test_claim_orders_leases_and_writes_started_runs_in_one_round_trip(
         "gpu-only": client.insert(Noop(6), priority=0, executor_class="gpu"),
     }
     calls: list[Any] = []
-    real = postgres._execute
-    monkeypatch.setattr(postgres.driver, "_execute", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    real = postgres.connection.execute
+    monkeypatch.setattr(postgres.driver, "execute", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
     request = request_for(("default",), limit=10)
     before = pg.pw.execute_sql("SELECT clock_timestamp()").fetchone()[0]
     calls.clear()
@@ -444,7 +444,7 @@ def test_channel_names_are_safe_and_agree_with_the_sql(pg: flywheel.Database) ->
     for queue in ("default", "Mixed Case", "émoji-🚀; DROP TABLE jobs", "x" * 200, ""):
         name = channel_name(schema, queue)
         assert len(name) <= 63 and name.replace("_", "").isalnum() and name.isascii()
-        in_sql = pg.pw.execute_sql(f"SELECT {postgres._CHANNEL_SQL.format(q='%s')}", (queue, queue)).fetchone()[0]
+        in_sql = pg.pw.execute_sql(f"SELECT {postgres.listener.CHANNEL_SQL.format(q='%s')}", (queue, queue)).fetchone()[0]
         assert in_sql == name
     assert channel_name("a", "q") != channel_name("b", "q")  # schemas do not wake each other
 
@@ -479,8 +479,8 @@ def test_an_insert_notifies_its_queue_in_one_round_trip(pg: flywheel.Database,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     listener = Listener(pg)
     calls: list[Any] = []
-    real = postgres._execute
-    monkeypatch.setattr(postgres.driver, "_execute", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    real = postgres.connection.execute
+    monkeypatch.setattr(postgres.driver, "execute", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
     flywheel.Client(pg).insert(Noop(1))  # a connection's first insert also prepares the statement
     assert calls[-1] == ENQUEUE_ONE_EXECUTE and "pg_notify" in ENQUEUE_ONE_PREPARE
     assert listener.received() == 1

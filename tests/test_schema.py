@@ -16,7 +16,7 @@ def test_migrate_is_idempotent_and_creates_every_index(db):
     tables = set(db.pw.get_tables())
     assert {"jobs", "job_runs", "job_periodics"} <= tables
     present = {idx.name for table in ("jobs", "job_runs", "job_periodics") for idx in db.pw.get_indexes(table)}
-    assert {name for name, *_ in INDEXES} <= present
+    assert {index.name for index in INDEXES} <= present
 
 
 def test_models_are_the_unbound_peewee_models():
@@ -24,7 +24,7 @@ def test_models_are_the_unbound_peewee_models():
     assert (job._meta.table_name, run._meta.table_name, periodic._meta.table_name) == (
         "jobs", "job_runs", "job_periodics")
     assert {"lease_token", "timeout_ms", "metadata", "tags", "finalized_at", "executor_class", "parent_job_id",
-            "deleted_at", "unique_key", "unique_active_key"} <= set(job._meta.fields)
+            "unique_key", "unique_active_key"} <= set(job._meta.fields)
 
 
 def test_new_id_is_a_time_ordered_uuid7():

@@ -83,7 +83,6 @@ def build_job_row(kind: str, args_json: str, opts: InsertOpts, now: datetime) ->
         "executor_class": opts.executor_class or "",
         "finalized_at": None,
         "tags": json.dumps(tags) if tags else "[]",
-        "deleted_at": None,
     }
 
 

@@ -44,7 +44,8 @@ def run_view(row: Any) -> JobRunView:
 
 
 def _live(db: Database) -> Any:
-    return db.Job.select().where(db.Job.deleted_at.is_null())
+    """A query over every job (deleting a job deletes its row: there is no soft delete)."""
+    return db.Job.select()
 
 
 @translate_db_errors
@@ -86,7 +87,7 @@ def list_runs(db: Database, job_id: str, *, before: datetime | None = None, limi
 
 def _counts(db: Database, kind: str | None = None) -> dict[str, int]:
     Job = db.Job
-    query = Job.select(Job.state, peewee.fn.COUNT(Job.id).alias("n")).where(Job.deleted_at.is_null())
+    query = Job.select(Job.state, peewee.fn.COUNT(Job.id).alias("n"))
     if kind is not None:
         query = query.where(Job.kind == kind)
     return {row["state"]: int(row["n"]) for row in query.group_by(Job.state).dicts()}
@@ -169,7 +170,7 @@ def cancel_job(db: Database, job_id: str) -> JobView:
     with db.atomic():
         changed = Job.update(
             state=JobState.CANCELLED.value, finalized_at=now, updated_at=now, leased_until=None, lease_token=None
-        ).where(Job.id == job_id, Job.state.in_(_ACTIVE), Job.deleted_at.is_null()).execute()
+        ).where(Job.id == job_id, Job.state.in_(_ACTIVE)).execute()
         if not changed:
             _raise_missing_or_terminal(db, job_id)
     return find_job(db, job_id)
@@ -190,7 +191,7 @@ def retry_job(db: Database, job_id: str) -> JobView:
             state=JobState.AVAILABLE.value, scheduled_at=now, updated_at=now, finalized_at=None,
             leased_until=None, lease_token=None,
             max_attempts=peewee.Case(None, [(Job.max_attempts <= Job.attempt, Job.attempt + 1)], Job.max_attempts),
-        ).where(Job.id == job_id, Job.deleted_at.is_null()).execute()
+        ).where(Job.id == job_id).execute()
         if not changed:
             raise JobNotFound(job_id)
         Run.update(outcome=RunOutcome.CRASHED.value, finished_at=now,
@@ -228,7 +229,7 @@ def delete_finished_jobs(db: Database, older_than: datetime, *, batch_size: int 
             query = Job.select(Job.id).where(
                 Job.finalized_at.is_null(False), Job.finalized_at < older_than, Job.state.in_(_TERMINAL)
             ).order_by(Job.finalized_at).limit(batch_size)
-            if getattr(db.pw, "for_update", False):
+            if db.driver.capabilities.row_locks:
                 query = query.for_update(skip_locked=True)
             ids = [r[0] for r in query.tuples()]
             if not ids:
@@ -239,8 +240,3 @@ def delete_finished_jobs(db: Database, older_than: datetime, *, batch_size: int 
         if len(ids) < batch_size:
             return deleted
 
-
-def crashed_runs(db: Database, job_id: str) -> int:
-    """How many of a job's attempts were lost with their process."""
-    Run = db.JobRun
-    return int(Run.select().where(Run.job_id == job_id, Run.outcome == RunOutcome.CRASHED.value).count())

@@ -258,7 +258,7 @@ class Scheduler:
         with db.atomic():
             query = Periodic.select().where(
                 Periodic.id == periodic_id, Periodic.is_active == True, Periodic.next_run_at <= now)  # noqa: E712
-            if getattr(db.pw, "for_update", False):  # another scheduler firing it now: leave it to them
+            if db.driver.capabilities.row_locks:  # another scheduler firing it now: leave it to them
                 query = query.for_update(skip_locked=True)
             row = query.first()
             if row is None:

@@ -12,6 +12,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import attrs
 import peewee
 
 from flywheel.enums import ACTIVE_STATES, CLAIMABLE_STATES, TERMINAL_STATES
@@ -70,8 +71,8 @@ CLAIMABLE_SQL = _states(CLAIMABLE_STATES)
 ACTIVE_SQL = _states(ACTIVE_STATES)
 TERMINAL_SQL = _states(TERMINAL_STATES)
 
-# Partial-index predicates as literal SQL: SQLite uses a partial index only when the
-# query's WHERE provably implies the index's, which bound parameters never do.
+# Partial-index predicates as literal SQL: a planner uses a partial index only when the
+# query's WHERE provably implies the index's predicate, which bound parameters never do.
 IS_CLAIMABLE = peewee.SQL(f"state IN ({CLAIMABLE_SQL})")
 IS_RUNNING = peewee.SQL("state = 'running'")
 
@@ -100,7 +101,6 @@ class Job(peewee.Model):
     executor_class = peewee.TextField(default="")
     finalized_at = TimestampField(null=True)
     tags = JSONField(default="[]")
-    deleted_at = TimestampField(null=True)
 
     class Meta:
         table_name = "jobs"
@@ -153,34 +153,44 @@ class JobPeriodic(peewee.Model):
 
 MODELS: tuple[type[peewee.Model], ...] = (Job, JobRun, JobPeriodic)
 
-# (name, table, unique, columns, predicate). Identical DDL on both dialects; the
-# predicates are what make the unique keys and the claim index partial.
-INDEXES: tuple[tuple[str, str, bool, str, str | None], ...] = (
-    ("jobs_unique_key", "jobs", True, "unique_key", "unique_key IS NOT NULL"),
-    ("jobs_unique_active_key", "jobs", True, "unique_active_key",
-     f"unique_active_key IS NOT NULL AND state IN ({ACTIVE_SQL})"),
+@attrs.frozen(kw_only=True)
+class Index:
+    """One index of the schema; ``where`` (standard SQL) makes it partial."""
+
+    name: str
+    table: str
+    columns: str
+    unique: bool = False
+    where: str | None = None
+
+    def ddl(self) -> str:
+        """``CREATE [UNIQUE] INDEX IF NOT EXISTS …``, which every supported database accepts."""
+        kind = "UNIQUE INDEX" if self.unique else "INDEX"
+        where = f" WHERE {self.where}" if self.where else ""
+        return f"CREATE {kind} IF NOT EXISTS {self.name} ON {self.table} ({self.columns}){where}"
+
+
+#: The indexes, in creation order. The predicates are what make the unique keys and the
+#: claim index partial; queries that must use a partial index repeat its predicate literally.
+INDEXES: tuple[Index, ...] = (
+    Index(name="jobs_unique_key", table="jobs", unique=True, columns="unique_key", where="unique_key IS NOT NULL"),
+    Index(name="jobs_unique_active_key", table="jobs", unique=True, columns="unique_active_key",
+          where=f"unique_active_key IS NOT NULL AND state IN ({ACTIVE_SQL})"),
     # The claim: equality on queue, then the claim's exact order, over claimable rows only.
-    ("jobs_ready", "jobs", False, "queue, priority, scheduled_at, id",
-     f"state IN ({CLAIMABLE_SQL}) AND deleted_at IS NULL"),
-    ("jobs_parent_state", "jobs", False, "parent_job_id, state",
-     "parent_job_id IS NOT NULL AND deleted_at IS NULL"),
-    ("jobs_running_leased", "jobs", False, "leased_until", "state = 'running'"),
-    ("jobs_state", "jobs", False, "state, kind", "deleted_at IS NULL"),
-    ("jobs_finalized", "jobs", False, "finalized_at", "finalized_at IS NOT NULL"),
-    ("idx_jobs_deleted_at", "jobs", False, "deleted_at", "deleted_at IS NOT NULL"),
-    ("job_runs_job_attempt", "job_runs", True, "job_id, attempt", None),
-    ("idx_job_periodics_slug", "job_periodics", True, "slug", None),
+    Index(name="jobs_ready", table="jobs", columns="queue, priority, scheduled_at, id",
+          where=f"state IN ({CLAIMABLE_SQL})"),
+    Index(name="jobs_parent_state", table="jobs", columns="parent_job_id, state", where="parent_job_id IS NOT NULL"),
+    Index(name="jobs_running_leased", table="jobs", columns="leased_until", where="state = 'running'"),
+    Index(name="jobs_state", table="jobs", columns="state, kind"),
+    Index(name="jobs_finalized", table="jobs", columns="finalized_at", where="finalized_at IS NOT NULL"),
+    Index(name="job_runs_job_attempt", table="job_runs", unique=True, columns="job_id, attempt"),
+    Index(name="idx_job_periodics_slug", table="job_periodics", unique=True, columns="slug"),
 )
 
 
 def index_ddl() -> list[str]:
     """The ``CREATE INDEX`` statements, in order."""
-    statements = []
-    for name, table, unique, columns, predicate in INDEXES:
-        where = f" WHERE {predicate}" if predicate else ""
-        kind = "UNIQUE INDEX" if unique else "INDEX"
-        statements.append(f"CREATE {kind} IF NOT EXISTS {name} ON {table} ({columns}){where}")
-    return statements
+    return [index.ddl() for index in INDEXES]
 
 
 def bind_models(database: peewee.Database) -> dict[str, type[peewee.Model]]:

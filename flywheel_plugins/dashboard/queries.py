@@ -48,7 +48,12 @@ OUTCOMES = (JobState.SUCCEEDED.value, JobState.DISCARDED.value, JobState.CANCELL
 STATES = tuple(s.value for s in JobState)
 _LIST_COLUMNS = ("id", "kind", "queue", "state", "attempt", "max_attempts", "priority", "created_at",
                  "scheduled_at", "finalized_at")
-_READY = f"state IN ({CLAIMABLE_SQL}) AND deleted_at IS NULL"
+_READY = f"state IN ({CLAIMABLE_SQL})"
+
+
+def _where(conditions: list[str]) -> str:
+    """`` WHERE a AND b`` for ``conditions``, or nothing when there are none."""
+    return f" WHERE {' AND '.join(conditions)}" if conditions else ""
 
 
 @attrs.frozen(kw_only=True)
@@ -156,8 +161,9 @@ class PortableQueries:
 
     @staticmethod
     def _state_conditions() -> list[tuple[str, tuple[Any, ...]]]:
-        # One literal per state: the jobs_state index is partial, and only a literal proves its predicate.
-        return [(f"state = '{state}' AND deleted_at IS NULL", ()) for state in STATES]
+        # One literal per state: the partial indexes (jobs_ready, jobs_running_leased) are used
+        # only where the WHERE clause proves their predicate, and only a literal does.
+        return [(f"state = '{state}'", ()) for state in STATES]
 
     # -- overview ----------------------------------------------------------------
 
@@ -285,7 +291,7 @@ class PortableQueries:
                 params.append(value)
         backwards = after is not None and before is None
         order = "ASC" if backwards else "DESC"
-        cursor: list[str] = ["deleted_at IS NULL"]
+        cursor: list[str] = []
         cursor_params: list[Any] = []
         if before is not None or after is not None:
             cursor.append(f"id {'>' if backwards else '<'} {p}")
@@ -293,19 +299,19 @@ class PortableQueries:
         cols, window = ", ".join(_LIST_COLUMNS), SEARCH_WINDOW
         windowed = bool(queue) and state not in _INDEXED_STATES
         if windowed:
-            sql = (f"SELECT {cols} FROM (SELECT {cols} FROM jobs WHERE {' AND '.join(cursor)}"
+            sql = (f"SELECT {cols} FROM (SELECT {cols} FROM jobs{_where(cursor)}"
                    f" ORDER BY id {order} LIMIT {window}) w WHERE {' AND '.join(filters)}"
                    f" ORDER BY id {order} LIMIT {int(limit) + 1}")
             params = cursor_params + params
         else:
-            sql = (f"SELECT {cols} FROM jobs WHERE {' AND '.join(cursor + filters)}"
+            sql = (f"SELECT {cols} FROM jobs{_where(cursor + filters)}"
                    f" ORDER BY id {order} LIMIT {int(limit) + 1}")
-            params = params + cursor_params
+            params = cursor_params + params
         found = [_job_row(r) for r in self._rows(sql, params)]
         more, found = len(found) > limit, found[:limit]
         edge = None  # the last job a short windowed page looked at, when jobs remain past it
         if windowed and not more:
-            row = self._rows(f"SELECT id FROM jobs WHERE {' AND '.join(cursor)} ORDER BY id {order}"
+            row = self._rows(f"SELECT id FROM jobs{_where(cursor)} ORDER BY id {order}"
                              f" LIMIT 1 OFFSET {window - 1}", cursor_params)
             edge = row[0][0] if row else None
         searched = window if edge else None

@@ -1,10 +1,11 @@
 """PostgreSQL driver: ``postgresql://user:pass@host:port/db?libpq-params`` (also ``postgres://``).
 
-What PostgreSQL does better than the portable peewee defaults in :mod:`flywheel.storage.driver`:
+How this driver implements :class:`flywheel.storage.driver.Driver` (the methods peewee's query
+builder writes portably come from :class:`flywheel.storage.portable.PeeweeDriver`):
 
 * **The claim** is one statement: ``SELECT … FOR UPDATE SKIP LOCKED`` over the ``jobs_ready``
   partial index, the ``UPDATE`` that leases the rows and the ``INSERT`` of their ``started``
-  run rows, in one round trip (see :data:`.statements._CLAIM_SQL`).
+  run rows, in one round trip (see :data:`.statements.CLAIM_SQL`).
 * **Enqueue** is a multi-row ``INSERT … ON CONFLICT DO NOTHING RETURNING id``; a single job
   inserted outside a transaction is one round trip that also ``NOTIFY``s its queue.
 * **Wake-ups**: every insert ``NOTIFY``s its queue's channel inside the inserting transaction
@@ -17,7 +18,7 @@ What PostgreSQL does better than the portable peewee defaults in :mod:`flywheel.
   half-open socket from hanging a runner. Passwords never reach a log line or an error, even
   from a malformed URL (:mod:`flywheel.redact`).
 * **Finalisation** of a group of attempts is one statement (two with follow-ups), fenced by
-  lease token exactly like :meth:`flywheel.storage.driver.Driver._finalize_one`.
+  lease token, with the semantics of :meth:`flywheel.storage.driver.Driver.finalize`.
 * **One clock**: leases, due times and the sweep go by the database's ``now()`` (nodes' clocks
   disagree; one running ahead must not reclaim the others' live jobs), unless a test has
   injected a non-system clock (see :func:`.driver.uses_db_clock`).
@@ -44,17 +45,16 @@ from flywheel.plugins import hookimpl
 if TYPE_CHECKING:
     from flywheel.storage.driver import Driver
 
-# The public names below are the ones this module had before it became a package; the
-# constants and the private helpers (_execute, _CHANNEL_SQL) the tests read are re-exported
-# too, imported on first use so that loading the plugin costs nothing (every `flywheel`
-# command loads it). A name is looked up in the submodule that uses it: monkeypatch it
-# there (e.g. flywheel_plugins.postgres.driver._execute), not here.
+# The public names below are the ones this module had before it became a package, imported
+# on first use so that loading the plugin costs nothing (every `flywheel` command loads it).
+# A name is looked up in the submodule that uses it: monkeypatch it there (e.g.
+# flywheel_plugins.postgres.driver.execute), not here.
 _EXPORTS = {
     "bulk": ("COPY_MIN_ROWS", "COPY_PIECE"),
     "connection": ("CONNECTION_DEFAULTS", "INSTALL_HINT", "SESSION_DEFAULTS", "PostgresDatabase",
-                   "PostgresDriverMissing", "_execute", "connection_params", "hide_password", "lost_connection"),
+                   "PostgresDriverMissing", "connection_params", "hide_password", "lost_connection"),
     "driver": ("JOBS_STORAGE_PARAMETERS", "PostgresDriver"),
-    "listener": ("_CHANNEL_SQL", "LISTEN_LINGER_S", "LISTEN_MAX_BACKOFF_S", "channel_name"),
+    "listener": ("LISTEN_LINGER_S", "LISTEN_MAX_BACKOFF_S", "channel_name"),
     "locks": ("AdvisoryLock",),
     "statements": ("claim_sql",),
 }

@@ -16,7 +16,7 @@ COPY_MIN_ROWS = 200
 COPY_PIECE = 2_000
 
 
-def _default(field: peewee.Field) -> Any:
+def field_default(field: peewee.Field) -> Any:
     default = field.default
     return default() if callable(default) else default
 
@@ -106,4 +106,4 @@ class CopyStream:
 
 
 #: Value conversion by peewee ``field_type`` (the others go to psycopg2 as they are).
-_CONVERTERS: dict[str, Callable[[Any], Any]] = {"TIMESTAMPTZ": _timestamp_text, "JSON": _json_text}
+CONVERTERS: dict[str, Callable[[Any], Any]] = {"TIMESTAMPTZ": _timestamp_text, "JSON": _json_text}

@@ -44,7 +44,7 @@ class PostgresDriverMissing(FlywheelError, ImportError):
     """psycopg2 is not installed."""
 
 
-def _psycopg2() -> Any:
+def import_psycopg2() -> Any:
     """Import psycopg2 on first use, with the install hint when it is missing."""
     try:
         import psycopg2
@@ -82,7 +82,7 @@ def _merge_options(options: str | None, defaults: dict[str, str]) -> str:
     return " ".join(part for part in (options.strip(), *extra) if part)
 
 
-class _Secrets(UrlSecrets):
+class Secrets(UrlSecrets):
     """Scrubs a URL's password from text (:class:`flywheel.redact.UrlSecrets`) and from exceptions."""
 
     def error(self, exc: BaseException, kind: type[Exception] = peewee.OperationalError) -> Exception:
@@ -97,8 +97,8 @@ class _Secrets(UrlSecrets):
 
 def connection_params(url: str) -> dict[str, Any]:
     """The psycopg2 keyword arguments for ``url``: libpq's own parse, plus flywheel's defaults."""
-    psycopg2 = _psycopg2()
-    secrets = _Secrets(url)
+    psycopg2 = import_psycopg2()
+    secrets = Secrets(url)
     dsn = "postgresql" + url[url.index(":") :] if url.lower().startswith("postgres:") else url
     if _unencoded_at(url):
         raise ValueError(f"flywheel: malformed PostgreSQL URL {secrets.display}: the user name or password "
@@ -119,7 +119,7 @@ def connection_params(url: str) -> dict[str, Any]:
 # -- the peewee database -------------------------------------------------------------------
 
 
-def _peer_hung_up(conn: Any) -> bool:
+def peer_hung_up(conn: Any) -> bool:
     """Whether an idle connection's server side has gone (terminated backend, restart).
 
     An idle client socket has nothing to read unless the server sent something on its own:
@@ -156,13 +156,13 @@ class PostgresDatabase(peewee.PostgresqlDatabase):
       transaction cannot move to another connection).
     """
 
-    def __init__(self, params: dict[str, Any], secrets: _Secrets, **kwargs: Any) -> None:
+    def __init__(self, params: dict[str, Any], secrets: Secrets, **kwargs: Any) -> None:
         self._flywheel_params = params
         self._secrets = secrets
         super().__init__(params.get("dbname") or params.get("user") or "postgres", **kwargs)
 
     def _connect(self) -> Any:
-        psycopg2 = _psycopg2()
+        psycopg2 = import_psycopg2()
         failure: Exception | None = None
         try:
             conn = psycopg2.connect(**self._flywheel_params)
@@ -181,7 +181,7 @@ class PostgresDatabase(peewee.PostgresqlDatabase):
 
     def cursor(self, named_cursor: Any = None) -> Any:
         state = self._state
-        if not state.closed and state.conn is not None and not state.transactions and _peer_hung_up(state.conn):
+        if not state.closed and state.conn is not None and not state.transactions and peer_hung_up(state.conn):
             self.drop_connection()
         return super().cursor()
 
@@ -203,7 +203,7 @@ def _as_text(value: str) -> str:
 
 #: Connection-level SQLSTATE classes: the statement never reached (or never finished on) a
 #: live server, and a retry on a new connection may succeed.
-_TRANSIENT_SQLSTATES = ("08", "57P01", "57P02", "57P03", "40001", "40P01", "55P03", "57014", "53300")
+TRANSIENT_SQLSTATES = ("08", "57P01", "57P02", "57P03", "40001", "40P01", "55P03", "57014", "53300")
 _LOST_SQLSTATES = ("08", "57P01", "57P02", "57P03")
 _LOST_MARKERS = (
     "server closed the connection", "connection already closed", "terminating connection",
@@ -213,7 +213,7 @@ _LOST_MARKERS = (
 )
 
 
-def _sqlstate(exc: BaseException) -> str:
+def sqlstate(exc: BaseException) -> str:
     for candidate in (exc, getattr(exc, "orig", None), exc.__cause__):
         code = getattr(candidate, "pgcode", None)
         if code:
@@ -223,19 +223,19 @@ def _sqlstate(exc: BaseException) -> str:
 
 def lost_connection(exc: BaseException) -> bool:
     """Whether ``exc`` says the connection to the server is gone (not a problem with the SQL)."""
-    code = _sqlstate(exc)
+    code = sqlstate(exc)
     if code and code.startswith(_LOST_SQLSTATES):
         return True
     if isinstance(exc, peewee.InterfaceError):
         return True
-    psycopg2 = _loaded_psycopg2()
+    psycopg2 = loaded_psycopg2()
     if psycopg2 is not None and isinstance(exc, psycopg2.InterfaceError):
         return True
     text = str(exc).lower()
     return any(marker in text for marker in _LOST_MARKERS)
 
 
-def _loaded_psycopg2() -> Any:
+def loaded_psycopg2() -> Any:
     import sys
 
     return sys.modules.get("psycopg2")
@@ -243,13 +243,13 @@ def _loaded_psycopg2() -> Any:
 
 # -- raw statements and connections -----------------------------------------------------------
 
-_WRAP = getattr(peewee, "__exception_wrapper__")
+EXCEPTION_WRAPPER = getattr(peewee, "__exception_wrapper__")
 
 
-def _execute(db: Database, sql: str | bytes, params: Any = None, *, dicts: bool = False) -> Any:
+def execute(db: Database, sql: str | bytes, params: Any = None, *, dicts: bool = False) -> Any:
     """Run ``sql`` on this thread's connection; driver errors come out as peewee's exceptions."""
     cursor = db.pw.cursor()
-    with _WRAP:
+    with EXCEPTION_WRAPPER:
         cursor.execute(sql, params)
         if dicts:
             names = [column.name for column in cursor.description]
@@ -257,14 +257,14 @@ def _execute(db: Database, sql: str | bytes, params: Any = None, *, dicts: bool 
     return cursor
 
 
-def _connect_raw(driver: PostgresDriver, **overrides: Any) -> Any:
+def connect_raw(driver: PostgresDriver, **overrides: Any) -> Any:
     """A dedicated autocommit psycopg2 connection (errors scrubbed, nothing chained)."""
-    psycopg2 = _psycopg2()
+    psycopg2 = import_psycopg2()
     failure: Exception | None = None
     try:
         conn = psycopg2.connect(**{**driver.params, **overrides})
     except psycopg2.Error as exc:
-        failure = driver._secrets.error(exc)
+        failure = driver.secrets.error(exc)
     if failure is not None:
         raise failure
     conn.autocommit = True

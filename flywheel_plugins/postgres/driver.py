@@ -4,6 +4,7 @@ PostgreSQL allows (what each one does better is listed in :mod:`flywheel_plugins
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 import weakref
@@ -14,32 +15,43 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import peewee
 
 from flywheel.clock import SystemClock, current_clock
-from flywheel.storage.driver import ClaimedJob, ClaimRequest, Driver, FinalizePlan, FinalizeResult, Singleton, SweepResult
+from flywheel.errors import DuplicateKey, FlywheelError, ForeignKeyViolation, SchemaMissing
+from flywheel.storage.driver import (
+    Capabilities,
+    ClaimedJob,
+    ClaimRequest,
+    FinalizePlan,
+    FinalizeResult,
+    Singleton,
+    SweepResult,
+    claimed_job,
+)
+from flywheel.storage.migrations import create_schema
 from flywheel.storage.models import to_db_time
-from flywheel.storage import sql as portable_sql
-from flywheel_plugins.postgres.bulk import _CONVERTERS, COPY_MIN_ROWS, CopyStream, _default, copy_columns
+from flywheel.storage.portable import PeeweeDriver
+from flywheel.storage.schema import JOB_COLUMNS, job_rows
+from flywheel_plugins.postgres.bulk import CONVERTERS, COPY_MIN_ROWS, CopyStream, field_default, copy_columns
 from flywheel_plugins.postgres.connection import (
-    _WRAP,
+    EXCEPTION_WRAPPER,
     PostgresDatabase,
-    _execute,
-    _loaded_psycopg2,
-    _Secrets,
-    _sqlstate,
-    _TRANSIENT_SQLSTATES,
+    execute,
+    loaded_psycopg2,
+    Secrets,
+    sqlstate,
+    TRANSIENT_SQLSTATES,
     connection_params,
     hide_password,
     lost_connection,
 )
-from flywheel_plugins.postgres.listener import _CHANNEL_SQL, _Listener
-from flywheel_plugins.postgres.locks import AdvisoryLock, _lock_key
+from flywheel_plugins.postgres.listener import CHANNEL_SQL, Listener
+from flywheel_plugins.postgres.locks import AdvisoryLock, lock_key
 from flywheel_plugins.postgres.statements import (
     ENQUEUE_ONE_EXECUTE,
     ENQUEUE_ONE_PREPARE,
-    _FENCE_ONLY_SQL,
-    _FINALIZE_SQL,
-    _RUNS_ONLY_SQL,
-    _claimed_job,
-    _plan_arrays,
+    FENCE_ONLY_SQL,
+    FINALIZE_SQL,
+    RUNS_ONLY_SQL,
+    plan_arrays,
     claim_sql,
     renew_sql,
     sweep_sql,
@@ -58,7 +70,10 @@ JOBS_STORAGE_PARAMETERS = {
 
 T = TypeVar("T")
 
-_JOB_KEYS = frozenset(portable_sql.JOB_COLUMNS)
+_JOB_KEYS = frozenset(JOB_COLUMNS)
+#: SQLSTATEs that name a flywheel error (:meth:`PostgresDriver.map_error`).
+_UNIQUE_VIOLATION, _FOREIGN_KEY_VIOLATION, _UNDEFINED_TABLE = "23505", "23503", "42P01"
+_MISSING_TABLE = re.compile(r'relation "(?:\w+\.)?(jobs|job_runs|job_periodics)" does not exist')
 
 
 def uses_db_clock() -> bool:
@@ -73,18 +88,21 @@ def uses_db_clock() -> bool:
     return isinstance(current_clock(), SystemClock)
 
 
-class PostgresDriver(Driver):
+class PostgresDriver(PeeweeDriver):
     """The PostgreSQL driver; see the :mod:`flywheel_plugins.postgres` docstring."""
 
     name = "postgres"
     chunk_size = 1000
+    capabilities = Capabilities(row_locks=True)
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
-        self._secrets = _Secrets(url)
+        #: the URL's password, to scrub from errors and log lines
+        self.secrets = Secrets(url)
         self._params: dict[str, Any] | None = None
-        self._listener_lock = threading.Lock()
-        self._listener: _Listener | None = None
+        #: guards :attr:`_listener`; the listener takes it too to retire itself without a race
+        self.listener_lock = threading.Lock()
+        self._listener: Listener | None = None
         self._wake = threading.Condition()
         self._seq: dict[str, int] = {}  # queue -> notifications seen (bumped by the listener)
         self._interrupts = 0
@@ -101,7 +119,7 @@ class PostgresDriver(Driver):
 
     def open(self) -> peewee.Database:
         return PostgresDatabase(
-            self.params, self._secrets,
+            self.params, self.secrets,
             field_types={"JSON": "JSONB", "TIMESTAMPTZ": "TIMESTAMPTZ"},
         )
 
@@ -110,16 +128,29 @@ class PostgresDriver(Driver):
 
     def scrub(self, text: str) -> str:
         """``text`` with this driver's password hidden."""
-        return self._secrets.scrub(text)
+        return self.secrets.scrub(text)
 
     def is_transient(self, exc: BaseException) -> bool:
         if super().is_transient(exc) or lost_connection(exc):
             return True
-        psycopg2 = _loaded_psycopg2()
+        psycopg2 = loaded_psycopg2()
         if psycopg2 is not None and isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)):
             return True
-        code = _sqlstate(exc)
-        return bool(code) and code.startswith(_TRANSIENT_SQLSTATES)
+        code = sqlstate(exc)
+        return bool(code) and code.startswith(TRANSIENT_SQLSTATES)
+
+    @classmethod
+    def map_error(cls, exc: BaseException) -> FlywheelError | None:
+        """By SQLSTATE (psycopg2's ``pgcode``, kept on the scrubbed copies this driver raises)."""
+        code = sqlstate(exc)
+        text = str(exc).strip() or type(exc).__name__
+        if code == _UNIQUE_VIOLATION:
+            return DuplicateKey(f"flywheel: duplicate key: {text}")
+        if code == _FOREIGN_KEY_VIOLATION:
+            return ForeignKeyViolation(f"flywheel: foreign key violation: {text}")
+        if code == _UNDEFINED_TABLE and (missing := _MISSING_TABLE.search(text)) is not None:
+            return SchemaMissing(f"table {missing.group(1)} does not exist")
+        return None
 
     def reset_connection(self, db: Database) -> None:
         pw = db.pw
@@ -150,8 +181,8 @@ class PostgresDriver(Driver):
             # Nodes starting together each run migrate: serialise them (CREATE TABLE IF NOT
             # EXISTS races on the catalog otherwise). Index builds may outlast statement_timeout.
             db.pw.execute_sql("SET LOCAL statement_timeout = 0")
-            db.pw.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_lock_key("", "flywheel:migrate"),))
-            super().migrate(db)
+            db.pw.execute_sql("SELECT pg_advisory_xact_lock(%s)", (lock_key("", "flywheel:migrate"),))
+            create_schema(db)
             self._set_storage_parameters(db)
 
     def _set_storage_parameters(self, db: Database) -> None:
@@ -172,8 +203,8 @@ class PostgresDriver(Driver):
         names = [name for name in fields if name in rows[0]]
         if any(len(row) != len(names) for row in rows):  # ragged rows: every column any row has
             names = [name for name in fields if any(name in row for row in rows)]
-            rows = [{name: row[name] if name in row else _default(fields[name]) for name in names} for row in rows]
-        pairs = [(name, _CONVERTERS.get(fields[name].field_type)) for name in names]
+            rows = [{name: row[name] if name in row else field_default(fields[name]) for name in names} for row in rows]
+        pairs = [(name, CONVERTERS.get(fields[name].field_type)) for name in names]
         flat: list[Any] = []
         for row in rows:
             flat.extend([row[name] if convert is None else convert(row[name]) for name, convert in pairs])
@@ -202,7 +233,7 @@ class PostgresDriver(Driver):
             columns, values = self._values_sql(db, chunk)
             sql = (f"INSERT INTO jobs ({', '.join(columns)}) VALUES ".encode() + values
                    + b" ON CONFLICT DO NOTHING RETURNING id")
-            landed.update(row[0] for row in _execute(db, sql).fetchall())
+            landed.update(row[0] for row in execute(db, sql).fetchall())
         return landed
 
     def _copy_insert(self, db: Database, rows: Sequence[dict[str, Any]]) -> set[str]:
@@ -216,24 +247,24 @@ class PostgresDriver(Driver):
         fields = db.Job._meta.fields
         if any(len(row) != len(rows[0]) for row in rows):  # ragged rows: every column any row has
             names = [name for name in fields if any(name in row for row in rows)]
-            rows = [{name: row[name] if name in row else _default(fields[name]) for name in names} for row in rows]
+            rows = [{name: row[name] if name in row else field_default(fields[name]) for name in names} for row in rows]
         columns = copy_columns(rows, fields)
         listed = ", ".join(column for column, _, _, _ in columns)
         cursor = db.pw.cursor()
         if not any(row.get("unique_key") is not None or row.get("unique_active_key") is not None for row in rows):
-            with _WRAP:
+            with EXCEPTION_WRAPPER:
                 cursor.copy_expert(f"COPY jobs ({listed}) FROM STDIN", CopyStream(rows, columns))
             if cursor.rowcount != len(rows):
                 raise peewee.DatabaseError(f"flywheel: COPY wrote {cursor.rowcount} of {len(rows)} rows")
             return {row["id"] for row in rows}
         # The staging table lives as long as the session; ON COMMIT DELETE ROWS and the
         # TRUNCATE keep it empty between uses (insert_jobs may run twice in one transaction).
-        _execute(db, "CREATE TEMP TABLE IF NOT EXISTS flywheel_stage (LIKE jobs) ON COMMIT DELETE ROWS; "
+        execute(db, "CREATE TEMP TABLE IF NOT EXISTS flywheel_stage (LIKE jobs) ON COMMIT DELETE ROWS; "
                      "TRUNCATE flywheel_stage")
-        with _WRAP:
+        with EXCEPTION_WRAPPER:
             cursor.copy_expert(f"COPY flywheel_stage ({listed}) FROM STDIN", CopyStream(rows, columns))
         sql = f"INSERT INTO jobs ({listed}) SELECT {listed} FROM flywheel_stage ON CONFLICT DO NOTHING RETURNING id"
-        return {row[0] for row in _execute(db, sql).fetchall()}
+        return {row[0] for row in execute(db, sql).fetchall()}
 
     def enqueue(self, db: Database, rows: Sequence[dict[str, Any]]) -> set[str]:
         if len(rows) == 1 and rows[0].keys() == _JOB_KEYS:
@@ -251,17 +282,17 @@ class PostgresDriver(Driver):
         (outside a caller's transaction, in autocommit) one commit, with no parsing or planning
         of the insert after a connection's first. The notification goes out only if the row
         landed; the returned set says whether it did."""
-        values = portable_sql.job_rows([row])[0]
+        values = job_rows([row])[0]
         for attempt in (1, 2):
             conn = db.pw.connection()
             try:
                 if conn not in self._prepared:
-                    _execute(db, ENQUEUE_ONE_PREPARE)
+                    execute(db, ENQUEUE_ONE_PREPARE)
                     self._prepared.add(conn)
-                return {found[0] for found in _execute(db, ENQUEUE_ONE_EXECUTE, values).fetchall()}
+                return {found[0] for found in execute(db, ENQUEUE_ONE_EXECUTE, values).fetchall()}
             except peewee.DatabaseError as exc:
                 # the session lost its prepared statements (DISCARD ALL by a pooler): prepare again
-                if attempt == 2 or _sqlstate(exc) != "26000" or db.pw.in_transaction():
+                if attempt == 2 or sqlstate(exc) != "26000" or db.pw.in_transaction():
                     raise
                 self._prepared.discard(conn)
         raise AssertionError("unreachable")
@@ -270,7 +301,7 @@ class PostgresDriver(Driver):
         """``NOTIFY`` each queue's channel; inside a transaction PostgreSQL sends it at commit."""
         if queues:
             db.pw.execute_sql(
-                f"SELECT pg_notify({_CHANNEL_SQL.format(q='queue')}, '') FROM unnest(%s::text[]) AS q (queue)",
+                f"SELECT pg_notify({CHANNEL_SQL.format(q='queue')}, '') FROM unnest(%s::text[]) AS q (queue)",
                 (sorted(queues),),
             )
 
@@ -320,11 +351,11 @@ class PostgresDriver(Driver):
             self._interrupts += 1
             self._wake.notify_all()
 
-    def _listen(self, queues: Sequence[str]) -> _Listener:
-        with self._listener_lock:
+    def _listen(self, queues: Sequence[str]) -> Listener:
+        with self.listener_lock:
             listener = self._listener
             if listener is None or not listener.is_alive() or listener.pid != os.getpid() or listener.retiring:
-                listener = self._listener = _Listener(self)
+                listener = self._listener = Listener(self)
                 listener.want(queues)
                 listener.start()
             else:
@@ -332,20 +363,22 @@ class PostgresDriver(Driver):
             listener.last_wait = time.monotonic()  # keeps it from retiring before the wait starts
             return listener
 
-    def _bump(self, queues: Sequence[str]) -> None:
+    def bump_queues(self, queues: Sequence[str]) -> None:
+        """Count a notification on each of ``queues`` and wake the waiting threads (the listener calls this)."""
         with self._wake:
             for queue in queues:
                 self._seq[queue] = self._seq.get(queue, 0) + 1
             self._wake.notify_all()
 
-    def _listener_retired(self, listener: _Listener) -> None:
-        with self._listener_lock:
+    def listener_retired(self, listener: Listener) -> None:
+        """Forget ``listener`` once it has stopped, so the next wait starts a new one."""
+        with self.listener_lock:
             if self._listener is listener:
                 self._listener = None
 
     def close(self) -> None:
         """Stop the LISTEN connection, if any (it would also close itself once idle)."""
-        with self._listener_lock:
+        with self.listener_lock:
             listener, self._listener = self._listener, None
         if listener is not None:
             listener.stop()
@@ -362,8 +395,8 @@ class PostgresDriver(Driver):
         if request.limit <= 0 or not request.queues or not request.run_ids:
             return []
         sql, params = claim_sql(request, db_clock=uses_db_clock())
-        rows = self._retry_lost(db, lambda: _execute(db, sql, params, dicts=True))
-        return [_claimed_job(row, request) for row in rows]
+        rows = self._retry_lost(db, lambda: execute(db, sql, params, dicts=True))
+        return [claimed_job(row, request, row["run_id"]) for row in rows]
 
     # -- leases ----------------------------------------------------------------------------
 
@@ -375,7 +408,7 @@ class PostgresDriver(Driver):
         params = {"until": to_db_time(until), "now": to_db_time(now), "lease_s": (until - now).total_seconds(),
                   "ids": [job_id for job_id, _ in leases], "tokens": [token for _, token in leases]}
         sql = renew_sql(db_clock=uses_db_clock())
-        rows = self._retry_lost(db, lambda: _execute(db, sql, params).fetchall())
+        rows = self._retry_lost(db, lambda: execute(db, sql, params).fetchall())
         return {row[0] for row in rows}
 
     # -- finalisation ------------------------------------------------------------------------
@@ -383,18 +416,18 @@ class PostgresDriver(Driver):
     def finalize(self, db: Database, plans: Sequence[FinalizePlan]) -> list[FinalizeResult]:
         """Finalise a group of attempts in one statement (follow-ups: one transaction).
 
-        Same semantics as the base :meth:`_finalize_one`: the job changes only while it is
+        Same semantics as :meth:`flywheel.storage.driver.Driver.finalize`: the job changes only while it is
         still running under the attempt's lease token; a superseded attempt still writes
         its own run row; follow-ups are inserted only when not superseded.
         """
         if not plans:
             return []
         if not any(plan.follow_ups for plan in plans) and not db.pw.in_transaction():
-            changed = {row[0] for row in _execute(db, _FINALIZE_SQL, _plan_arrays(plans, {})).fetchall()}
+            changed = {row[0] for row in execute(db, FINALIZE_SQL, plan_arrays(plans, {})).fetchall()}
             return [FinalizeResult(job_id=p.job_id, superseded=p.job_id not in changed, enqueued_children=0)
                     for p in plans]
         with db.atomic():
-            changed = {row[0] for row in _execute(db, _FENCE_ONLY_SQL, _plan_arrays(plans, {})).fetchall()}
+            changed = {row[0] for row in execute(db, FENCE_ONLY_SQL, plan_arrays(plans, {})).fetchall()}
             children: dict[str, int] = {}
             queues: set[str] = set()
             for plan in plans:
@@ -402,27 +435,27 @@ class PostgresDriver(Driver):
                     children[plan.run_id] = len(self.insert_jobs(db, plan.follow_ups))
                     queues.update(row["queue"] for row in plan.follow_ups)
             self.notify(db, queues)
-            _execute(db, _RUNS_ONLY_SQL, _plan_arrays(plans, children, changed))
+            execute(db, RUNS_ONLY_SQL, plan_arrays(plans, children, changed))
         return [FinalizeResult(job_id=p.job_id, superseded=p.job_id not in changed,
                                enqueued_children=children.get(p.run_id, 0)) for p in plans]
 
     # -- maintenance -------------------------------------------------------------------------
 
-    def _sweep_batch(self, db: Database, now: datetime, batch_size: int) -> SweepResult:
+    def sweep_batch(self, db: Database, now: datetime, batch_size: int) -> SweepResult:
         with db.atomic():
             # SKIP LOCKED: a row another transaction holds (a finaliser committing, another
-            # node's sweep) is left to it; the base _recover re-checks the lease in its UPDATEs.
+            # node's sweep) is left to it; recover_expired re-checks the lease in its UPDATEs.
             # On the database's clock, a lease is expired when the database says so, and the
             # recovery is stamped (and re-checked) with that same instant.
-            rows = _execute(db, sweep_sql(db_clock=uses_db_clock()),
+            rows = execute(db, sweep_sql(db_clock=uses_db_clock()),
                             {"now": to_db_time(now), "limit": batch_size}).fetchall()
             at = rows[0][3] if rows else now
-            return self._recover(db, at, [tuple(row[:3]) for row in rows])  # type: ignore[misc]
+            return self.recover_expired(db, at, [tuple(row[:3]) for row in rows])  # type: ignore[misc]
 
     def release_leases(self, db: Database, leases: Sequence[tuple[str, str]], now: datetime) -> int:
         """As the base, but on the database's clock a released job is due by that clock's now."""
         if leases and uses_db_clock():
-            now = self._retry_lost(db, lambda: _execute(db, "SELECT now()").fetchone()[0])
+            now = self._retry_lost(db, lambda: execute(db, "SELECT now()").fetchone()[0])
         return super().release_leases(db, leases, now)
 
     def singleton(self, db: Database, name: str) -> Singleton:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from flywheel_plugins.postgres.connection import _connect_raw, _psycopg2
+from flywheel_plugins.postgres.connection import connect_raw, import_psycopg2
 
 if TYPE_CHECKING:
     from flywheel_plugins.postgres.driver import PostgresDriver
@@ -35,20 +35,20 @@ def channel_name(schema: str, queue: str) -> str:
 
     A readable prefix of the queue name plus a hash of schema and queue, so two schemas in
     one database (or two queues that sanitise alike) do not wake each other's runners.
-    Must agree with :data:`_CHANNEL_SQL`.
+    Must agree with :data:`CHANNEL_SQL`.
     """
     digest = hashlib.md5(f"{schema}/{queue}".encode()).hexdigest()[:12]  # noqa: S324 - a name, not security
     return f"flywheel_{_channel_suffix(queue)}_{digest}"
 
 
 #: :func:`channel_name` in SQL, for a ``queue`` column or expression ``{q}``.
-_CHANNEL_SQL = (
+CHANNEL_SQL = (
     "'flywheel_' || left(regexp_replace({q}, '[^A-Za-z0-9_]', '_', 'g'), 16) || '_' || "
     "left(md5(coalesce(current_schema(), '') || '/' || {q}), 12)"
 )
 
 
-class _Listener(threading.Thread):
+class Listener(threading.Thread):
     """The driver's LISTEN connection, on its own thread.
 
     It listens on the channel of every queue a runner has waited on, bumps the driver's
@@ -114,14 +114,14 @@ class _Listener(threading.Thread):
         finally:
             self._close()
             self.retiring = True
-            self.driver._listener_retired(self)
+            self.driver.listener_retired(self)
             for fd in (self._wake_r, self._wake_w):
                 with contextlib.suppress(OSError):
                     os.close(fd)
 
     def _idle(self) -> bool:
         if self.waiters == 0 and time.monotonic() - self.last_wait > LISTEN_LINGER_S:
-            with self.driver._listener_lock:
+            with self.driver.listener_lock:
                 if self.waiters == 0 and time.monotonic() - self.last_wait > LISTEN_LINGER_S:
                     self.retiring = True
                     return True
@@ -129,7 +129,7 @@ class _Listener(threading.Thread):
 
     def _open(self) -> bool:
         try:
-            conn = _connect_raw(self.driver)
+            conn = connect_raw(self.driver)
             with conn.cursor() as cursor:
                 cursor.execute("SELECT coalesce(current_schema(), '')")
                 self._schema = cursor.fetchone()[0]
@@ -160,7 +160,7 @@ class _Listener(threading.Thread):
         if fresh:
             # Work inserted before LISTEN took effect (or while the connection was down) sent
             # its notification to nobody: wake the waiters so they claim once.
-            self.driver._bump(fresh)
+            self.driver.bump_queues(fresh)
             if self._outage_logged:
                 logger.warning("flywheel: LISTEN connection to %s re-established", self.driver.display_url())
                 self._outage_logged = False
@@ -176,16 +176,16 @@ class _Listener(threading.Thread):
         if conn_fd in ready:
             self._conn.poll()
             if self._conn.closed:
-                raise _psycopg2().OperationalError("the LISTEN connection was closed by the server")
+                raise import_psycopg2().OperationalError("the LISTEN connection was closed by the server")
             if self._conn.notifies:
                 queues: set[str] = set()
                 for note in self._conn.notifies:
                     queues |= self._listening.get(note.channel, set())
                 self._conn.notifies.clear()
                 if queues:
-                    self.driver._bump(sorted(queues))
+                    self.driver.bump_queues(sorted(queues))
             if any(str(n).startswith("FATAL") for n in self._conn.notices[-2:]):
-                raise _psycopg2().OperationalError(self._conn.notices[-1].strip())
+                raise import_psycopg2().OperationalError(self._conn.notices[-1].strip())
 
     def _lost(self, exc: BaseException) -> None:
         if not self._outage_logged:

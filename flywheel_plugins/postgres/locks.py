@@ -9,7 +9,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from flywheel.storage.driver import Singleton
-from flywheel_plugins.postgres.connection import _connect_raw, _peer_hung_up
+from flywheel_plugins.postgres.connection import connect_raw, peer_hung_up
 
 if TYPE_CHECKING:
     from flywheel_plugins.postgres.driver import PostgresDriver
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("flywheel.postgres")
 
 
-def _lock_key(schema: str, name: str) -> int:
+def lock_key(schema: str, name: str) -> int:
     """A signed 64-bit advisory-lock key for ``name`` within ``schema``."""
     digest = hashlib.sha256(f"flywheel/{schema}/{name}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
@@ -48,10 +48,10 @@ class AdvisoryLock(Singleton):
                 self._held = False
                 if self._conn is None or self._conn.closed or not self._alive():
                     self._drop()
-                    self._conn = _connect_raw(self.driver, fallback_application_name="flywheel-lock")
+                    self._conn = connect_raw(self.driver, fallback_application_name="flywheel-lock")
                     with self._conn.cursor() as cursor:
                         cursor.execute("SELECT coalesce(current_schema(), '')")
-                        self._key = _lock_key(cursor.fetchone()[0], self.name)
+                        self._key = lock_key(cursor.fetchone()[0], self.name)
                 with self._conn.cursor() as cursor:
                     cursor.execute("SELECT pg_try_advisory_lock(%s)", (self._key,))
                     self._held = bool(cursor.fetchone()[0])
@@ -68,7 +68,7 @@ class AdvisoryLock(Singleton):
                 return False
 
     def _alive(self) -> bool:
-        if self._conn is None or self._conn.closed or _peer_hung_up(self._conn):
+        if self._conn is None or self._conn.closed or peer_hung_up(self._conn):
             return False
         try:
             with self._conn.cursor() as cursor:

@@ -7,55 +7,31 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from flywheel.storage.driver import ClaimedJob, ClaimRequest, FinalizePlan
-from flywheel.enums import CLAIMABLE_STATES
-from flywheel.storage.models import from_db_time, to_db_time
-from flywheel.serde import loads_json
-from flywheel.storage.sql import JOB_COLUMNS
-from flywheel_plugins.postgres.listener import _CHANNEL_SQL
+from flywheel.storage.driver import CLAIM_RETURNING, ClaimRequest, FinalizePlan
+from flywheel.storage.models import CLAIMABLE_SQL, to_db_time
+from flywheel.storage.schema import JOB_COLUMNS, JOB_FIELD_TYPES, RUN_STUB_COLUMNS
+from flywheel_plugins.postgres.listener import CHANNEL_SQL
 
-_CLAIMABLE = ", ".join(f"'{s.value}'" for s in CLAIMABLE_STATES)
-
-
-#: The columns a claim returns (what :class:`~flywheel.storage.driver.ClaimedJob` needs, and the sort key).
-_CLAIM_RETURNING = ("id", "kind", "queue", "args", "attempt", "max_attempts", "timeout_ms", "parent_job_id",
-                    "tags", "scheduled_at", "metadata", "executor_class", "priority")
-
-
+#: PostgreSQL's type for each peewee field type of the models (the rest are ``text``).
+_PG_TYPES = {"TIMESTAMPTZ": "timestamptz", "JSON": "jsonb", "BIGINT": "bigint"}
 #: The parameter types of the prepared single-job insert, column by column (:data:`JOB_COLUMNS`).
-_JOB_TYPES = {"created_at": "timestamptz", "updated_at": "timestamptz", "scheduled_at": "timestamptz",
-              "leased_until": "timestamptz", "finalized_at": "timestamptz", "deleted_at": "timestamptz",
-              "metadata": "jsonb", "args": "jsonb", "tags": "jsonb", "priority": "integer", "attempt": "integer",
-              "max_attempts": "integer", "timeout_ms": "integer"}
+_JOB_TYPES = [_PG_TYPES.get(JOB_FIELD_TYPES[column], "text") for column in JOB_COLUMNS]
 #: One job and its wake-up in one statement, prepared once per connection: the row is inserted
 #: (a unique collision skips it) and, only if it landed, its queue's channel is notified (at
 #: commit). Returns the id when the row landed, nothing otherwise.
 ENQUEUE_ONE_PREPARE = (
-    f"PREPARE flywheel_enqueue_one ({', '.join(_JOB_TYPES.get(c, 'text') for c in JOB_COLUMNS)}) AS\n"
+    f"PREPARE flywheel_enqueue_one ({', '.join(_JOB_TYPES)}) AS\n"
     f"WITH ins AS (INSERT INTO jobs ({', '.join(JOB_COLUMNS)})\n"
     f"    VALUES ({', '.join(f'${i}' for i in range(1, len(JOB_COLUMNS) + 1))})\n"
     f"    ON CONFLICT DO NOTHING RETURNING id, queue)\n"
-    f"SELECT id, pg_notify({_CHANNEL_SQL.format(q='queue')}, '') FROM ins"
+    f"SELECT id, pg_notify({CHANNEL_SQL.format(q='queue')}, '') FROM ins"
 )
 ENQUEUE_ONE_EXECUTE = f"EXECUTE flywheel_enqueue_one ({', '.join(['%s'] * len(JOB_COLUMNS))})"
 
 
-def _claimed_job(row: dict[str, Any], request: ClaimRequest) -> ClaimedJob:
-    return ClaimedJob(
-        id=row["id"], kind=row["kind"], queue=row["queue"], args=row["args"], attempt=int(row["attempt"]),
-        max_attempts=int(row["max_attempts"]), timeout_ms=row["timeout_ms"], parent_job_id=row["parent_job_id"],
-        tags=[] if row["tags"] == "[]" else list(loads_json(row["tags"]) or []),
-        scheduled_at=from_db_time(row["scheduled_at"]),  # type: ignore[arg-type]
-        metadata={} if row["metadata"] == "{}" else dict(loads_json(row["metadata"]) or {}),
-        executor_class=row["executor_class"] or "",
-        lease_token=request.lease_token, run_id=row["run_id"], started_at=request.now,
-        priority=int(row["priority"] or 0),
-    )
-
-
 #: The claim, in one round trip. ``{due}`` is :data:`_DUE_ONE_QUEUE` or
 #: :data:`_DUE_QUEUES`, completed by :func:`claim_sql`; every value is a bound parameter.
-_CLAIM_SQL = """
+CLAIM_SQL = """
 WITH due AS ({due}
 ), claimed AS (
     -- Lease them: one token for the whole batch (every later write is fenced by id AND token).
@@ -71,9 +47,9 @@ WITH due AS ({due}
     FROM (SELECT *, row_number() OVER (ORDER BY priority, scheduled_at, id) AS n FROM claimed) AS claimed
     JOIN unnest(%(run_ids)s::text[]) WITH ORDINALITY AS run (id, n) ON run.n = claimed.n
 ), runs AS (
-    -- The attempts' 'started' audit rows, in the same statement (and so the same commit).
-    INSERT INTO job_runs (id, job_id, attempt, executor_class, executor_id, started_at, outcome,
-                          enqueued_children, created_at)
+    -- The attempts' 'started' audit rows, in the same statement (and so the same commit);
+    -- the values follow schema.RUN_STUB_COLUMNS.
+    INSERT INTO job_runs ({run_stub_columns})
     SELECT run_id, id, attempt, %(executor_class)s, %(executor_id)s, %(now)s::timestamptz, 'started',
            0, %(now)s::timestamptz
     FROM numbered
@@ -82,14 +58,14 @@ SELECT * FROM numbered ORDER BY n
 """
 
 #: The due rows of one queue, in claim order. The predicate repeats the jobs_ready index's
-#: own (state IN claimable AND deleted_at IS NULL), so the planner can use that partial
+#: own (state IN claimable), so the planner can use that partial
 #: index; its key (queue, priority, scheduled_at, id) yields the rows already in claim order,
 #: so LIMIT stops after n entries and an empty poll is one index probe. The executor class
 #: is a cheap filter on the rows, deliberately not an index column. SKIP LOCKED steps over
 #: rows another claimer holds: claimers never wait on one another, never take the same row.
 _DUE_ONE_QUEUE = """
     SELECT id FROM jobs
-    WHERE state IN ({claimable}) AND deleted_at IS NULL
+    WHERE state IN ({claimable})
       AND queue = %(queue)s AND scheduled_at <= {due_at}{class_filter}
     ORDER BY priority, scheduled_at, id
     LIMIT %(limit)s
@@ -103,7 +79,7 @@ _DUE_QUEUES = """
     SELECT candidate.id FROM unnest(%(queues)s::text[]) AS q (queue)
     CROSS JOIN LATERAL (
         SELECT id, priority, scheduled_at FROM jobs
-        WHERE state IN ({claimable}) AND deleted_at IS NULL
+        WHERE state IN ({claimable})
           AND queue = q.queue AND scheduled_at <= {due_at}{class_filter}
         ORDER BY priority, scheduled_at, id
         LIMIT %(limit)s
@@ -129,8 +105,9 @@ def claim_sql(request: ClaimRequest, *, db_clock: bool = False) -> tuple[str, di
     queues = list(dict.fromkeys(request.queues))
     class_filter = "" if request.claim_any_class else "\n          AND executor_class IN (%(executor_class)s, '')"
     due = (_DUE_ONE_QUEUE if len(queues) == 1 else _DUE_QUEUES).format(
-        claimable=_CLAIMABLE, class_filter=class_filter, due_at=_DB_NOW if db_clock else _NODE_NOW)
-    sql = _CLAIM_SQL.format(due=due, returned=", ".join(f"jobs.{c}" for c in _CLAIM_RETURNING),
+        claimable=CLAIMABLE_SQL, class_filter=class_filter, due_at=_DB_NOW if db_clock else _NODE_NOW)
+    sql = CLAIM_SQL.format(due=due, returned=", ".join(f"jobs.{c}" for c in CLAIM_RETURNING),
+                            run_stub_columns=", ".join(RUN_STUB_COLUMNS),
                             lease_until=_DB_LEASE_END if db_clock else "%(lease_until)s::timestamptz")
     params = {
         "queue": queues[0] if queues else None,
@@ -163,10 +140,10 @@ def renew_sql(*, db_clock: bool) -> str:
     return _RENEW_SQL.format(until=_DB_LEASE_END if db_clock else "%(until)s::timestamptz")
 
 #: Fenced finalisation of a group of attempts. ``plan`` unnests the arrays of
-#: :func:`_plan_arrays`; the ``jobs`` update only touches rows still running under the
+#: :func:`plan_arrays`; the ``jobs`` update only touches rows still running under the
 #: attempt's own lease token, and returns the ids it changed (the others were superseded:
 #: cancelled, retried or swept while the attempt ran). Superseded attempts still write their
-#: own run row. Matches :meth:`flywheel.storage.driver.Driver._finalize_one` column for column.
+#: own run row. Matches the SQLite driver's ``finalize_job``/``finalize_run`` column for column.
 _PLAN_CTE = """
 plan AS (
     SELECT * FROM unnest(
@@ -200,19 +177,19 @@ _RUNS_SQL = """
     WHERE job_runs.id = plan.run_id AND (job_runs.outcome = 'started' OR {current})"""
 #: No follow-ups: fence the jobs and write the runs in one statement (one round trip, and
 #: autocommit makes it one commit).
-_FINALIZE_SQL = (f"WITH {_PLAN_CTE.strip()},\nfenced AS ({_FENCE_SQL}\n),\n"
+FINALIZE_SQL = (f"WITH {_PLAN_CTE.strip()},\nfenced AS ({_FENCE_SQL}\n),\n"
                  f"runs AS ({_RUNS_SQL.format(current='plan.job_id IN (SELECT id FROM fenced)')}\n)\n"
                  "SELECT id FROM fenced")
 #: With follow-ups: fence first, insert the follow-ups of the attempts that were current, then
 #: write the runs with their children counts (``plan.current`` says which were not superseded).
-_FENCE_ONLY_SQL = f"WITH {_PLAN_CTE.strip()}\n{_FENCE_SQL.strip()}"
-_RUNS_ONLY_SQL = f"WITH {_PLAN_CTE.strip()}\n{_RUNS_SQL.format(current='plan.current').strip()}"
+FENCE_ONLY_SQL = f"WITH {_PLAN_CTE.strip()}\n{_FENCE_SQL.strip()}"
+RUNS_ONLY_SQL = f"WITH {_PLAN_CTE.strip()}\n{_RUNS_SQL.format(current='plan.current').strip()}"
 
 #: The sweep's batch of expired leases, locked; ``{at}`` is the node's ``%(now)s`` or the
 #: database's ``now()``, which the statement also returns (see :func:`sweep_sql`).
 _SWEEP_SQL = """
 SELECT id, attempt, max_attempts, {at} AS swept_at FROM jobs
-WHERE state = 'running' AND leased_until < {at} AND deleted_at IS NULL
+WHERE state = 'running' AND leased_until < {at}
 ORDER BY leased_until
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
@@ -224,7 +201,7 @@ def sweep_sql(*, db_clock: bool) -> str:
     return _SWEEP_SQL.format(at=_DB_NOW if db_clock else _NODE_NOW)
 
 
-def _plan_arrays(
+def plan_arrays(
     plans: Sequence[FinalizePlan], children: dict[str, int], current: set[str] | None = None
 ) -> dict[str, list[Any]]:
     def ts(value: datetime | None) -> str | None:

@@ -9,6 +9,9 @@ Several processes may share the file; their writes are serialised by SQLite itse
 Wake-ups: an insert wakes this process's idle runners at commit, and an idle runner
 watches ``PRAGMA data_version`` (a cheap read every 4 ms while idle) so commits from
 other processes wake it within ~5 ms.
+
+The hot path's SQL (enqueue, claim, renewal, finalisation) is in :mod:`.statements`; the
+portable rest comes from :class:`flywheel.storage.portable.PeeweeDriver`.
 """
 
 from __future__ import annotations
@@ -21,13 +24,31 @@ import sqlite3
 import tempfile
 import threading
 import time
+import re
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 import peewee
 
-from flywheel.storage.driver import Driver, Singleton
-from flywheel.errors import SchemaMissing
+from flywheel.enums import RunOutcome
+from flywheel.errors import DuplicateKey, FlywheelError, ForeignKeyViolation, SchemaMissing
+from flywheel.storage.driver import (
+    CLAIM_RETURNING,
+    Capabilities,
+    ClaimedJob,
+    ClaimRequest,
+    FinalizePlan,
+    FinalizeResult,
+    Singleton,
+    SweepResult,
+    claimed_job,
+)
+from flywheel.storage.migrations import create_schema
+from flywheel.storage.models import IS_RUNNING
+from flywheel.storage.portable import PeeweeDriver
+from flywheel.storage.schema import db_value, job_params
+from flywheel_plugins.sqlite import statements
 
 if TYPE_CHECKING:
     from flywheel.storage.db import Database
@@ -36,6 +57,10 @@ URL_SCHEMES = ("sqlite",)
 BUSY_TIMEOUT_S = 60.0
 WATCH_STEP_S = 0.004
 _MEMORY = ":memory:"
+#: ``sqlite3`` error names (``exc.sqlite_errorname``) of constraint violations.
+_DUPLICATE_ERRORS = frozenset({"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"})
+_FOREIGN_KEY_ERRORS = frozenset({"SQLITE_CONSTRAINT_FOREIGNKEY"})
+_MISSING_TABLE = re.compile(r"no such table: (?:\w+\.)?(jobs|job_runs|job_periodics)\b")
 
 
 def path_from_url(url: str) -> str:
@@ -77,11 +102,13 @@ class _ExistingFileDatabase(peewee.SqliteDatabase):
         return super()._connect()  # type: ignore[no-any-return]
 
 
-class SQLiteDriver(Driver):
+class SQLiteDriver(PeeweeDriver):
     """The embedded default; see the module docstring for its locking and wake-ups."""
 
     name = "sqlite"
-    chunk_size = 500  # 16 columns a row stays well under SQLite's 32,766 bound parameters
+    chunk_size = 500  # 21 columns a row stays well under SQLite's 32,766 bound parameters
+    #: one writer at a time (``BEGIN IMMEDIATE``): nothing needs, or has, a row lock
+    capabilities = Capabilities(row_locks=False)
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
@@ -117,14 +144,123 @@ class SQLiteDriver(Driver):
             yield
 
     def migrate(self, db: Database) -> None:
-        """Create the file (only migrate may: see :class:`_ExistingFileDatabase`), then the schema."""
+        """Create the file (only migrate may: see :class:`_ExistingFileDatabase`), then the schema.
+
+        Dropping the retired ``deleted_at`` column needs ``ALTER TABLE … DROP COLUMN`` (SQLite 3.35+).
+        """
         if not os.path.exists(self.path):
             with contextlib.closing(sqlite3.connect(self.path)):
                 pass
-        super().migrate(db)
+        with db.atomic():
+            create_schema(db)
 
     def is_transient(self, exc: BaseException) -> bool:
         return isinstance(exc, peewee.OperationalError) and "locked" in str(exc).lower() or super().is_transient(exc)
+
+    @classmethod
+    def map_error(cls, exc: BaseException) -> FlywheelError | None:
+        """Constraint violations by ``sqlite3``'s error name; a missing table by SQLite's message
+        (it has no error code of its own: ``no such table: jobs``)."""
+        inner = getattr(exc, "orig", None) or exc
+        if not isinstance(inner, sqlite3.Error):
+            return None
+        text = str(exc).strip() or type(exc).__name__
+        error_name = getattr(inner, "sqlite_errorname", "")
+        if error_name in _DUPLICATE_ERRORS:
+            return DuplicateKey(f"flywheel: duplicate key: {text}")
+        if error_name in _FOREIGN_KEY_ERRORS:
+            return ForeignKeyViolation(f"flywheel: foreign key violation: {text}")
+        if (missing := _MISSING_TABLE.search(text)) is not None:
+            return SchemaMissing(f"table {missing.group(1)} does not exist")
+        return None
+
+    # -- the hot path ----------------------------------------------------------
+
+    def insert_jobs(self, db: Database, rows: Sequence[dict[str, Any]]) -> set[str]:
+        """One multi-row ``INSERT … ON CONFLICT DO NOTHING`` per chunk of :attr:`chunk_size`.
+
+        A chunk where some row carries a unique key (any value, ``''`` included) says which
+        rows landed with ``RETURNING id``. A chunk without keys can only lose a row to an id
+        that already exists: its change count must equal its size, or ``DuplicateKey`` is
+        raised (the caller's transaction then writes nothing).
+        """
+        landed: set[str] = set()
+        for start in range(0, len(rows), self.chunk_size):
+            chunk = rows[start : start + self.chunk_size]
+            keyed = any(r.get("unique_key") is not None or r.get("unique_active_key") is not None for r in chunk)
+            cursor = db.pw.execute_sql(statements.insert_jobs(len(chunk), keyed), job_params(chunk))
+            if keyed:
+                landed.update(row[0] for row in cursor.fetchall())
+            elif cursor.rowcount != len(chunk):
+                raise DuplicateKey(f"flywheel: {len(chunk) - cursor.rowcount} of {len(chunk)} new job ids "
+                                   "already existed; nothing was enqueued")
+            else:
+                landed.update(row["id"] for row in chunk)
+        return landed
+
+    def claim(self, db: Database, request: ClaimRequest) -> list[ClaimedJob]:
+        """:func:`.statements.claim` and the run rows' insert, in one ``BEGIN IMMEDIATE`` transaction."""
+        by_class = not request.claim_any_class
+        now = db_value(request.now)  # rendered once: the claim and every run stub share it
+        params: list[Any] = [db_value(request.lease_until), request.lease_token, now, *request.queues, now]
+        if by_class:
+            params.append(request.executor_class)
+        params.append(request.limit)
+        with db.atomic():
+            cursor = db.pw.execute_sql(statements.claim(len(request.queues), by_class), params)
+            rows = [dict(zip(CLAIM_RETURNING, row, strict=True)) for row in cursor.fetchall()]
+            rows.sort(key=lambda r: (r["priority"], str(r["scheduled_at"]), r["id"]))
+            claimed = [claimed_job(row, request, run_id) for row, run_id in zip(rows, request.run_ids, strict=False)]
+            if claimed:
+                stubs: list[Any] = []
+                for job in claimed:  # the columns of schema.RUN_STUB_COLUMNS
+                    stubs += [job.run_id, job.id, job.attempt, request.executor_class, request.executor_id, now,
+                              RunOutcome.STARTED.value, 0, now]
+                db.pw.execute_sql(statements.insert_run_stubs(len(claimed)), stubs)
+        return claimed
+
+    def renew_leases(
+        self, db: Database, leases: Sequence[tuple[str, str]], until: datetime, now: datetime
+    ) -> set[str]:
+        held: set[str] = set()
+        by_token: dict[str, list[str]] = {}
+        for job_id, token in leases:
+            by_token.setdefault(token, []).append(job_id)
+        with db.atomic():
+            for token, ids in by_token.items():
+                cursor = db.pw.execute_sql(statements.renew_leases(len(ids)),
+                                           [db_value(until), db_value(now), *ids, token])
+                held.update(row[0] for row in cursor.fetchall())
+        return held
+
+    def finalize(self, db: Database, plans: Sequence[FinalizePlan]) -> list[FinalizeResult]:
+        with db.atomic():
+            return [self._finalize_one(db, plan) for plan in plans]
+
+    def _finalize_one(self, db: Database, plan: FinalizePlan) -> FinalizeResult:
+        statement = statements.finalize_job(plan.scheduled_at is not None, plan.finalized_at is not None,
+                                            plan.bump_max_attempts)
+        superseded = db.pw.execute_sql(statement, statements.finalize_job_params(plan)).rowcount == 0
+        children = 0
+        if not superseded and plan.follow_ups:
+            for start in range(0, len(plan.follow_ups), self.chunk_size):
+                children += len(self.insert_jobs(db, plan.follow_ups[start : start + self.chunk_size]))
+            self.notify(db, {row["queue"] for row in plan.follow_ups})
+        db.pw.execute_sql(statements.finalize_run(superseded), statements.finalize_run_params(plan, children))
+        return FinalizeResult(job_id=plan.job_id, superseded=superseded, enqueued_children=children)
+
+    def sweep_batch(self, db: Database, now: datetime, batch_size: int) -> SweepResult:
+        """Select then update in one write transaction: no other writer can touch the batch between."""
+        Job = db.Job
+        with db.atomic():
+            expired = list(
+                Job.select(Job.id, Job.attempt, Job.max_attempts)
+                .where(IS_RUNNING, Job.leased_until < now)
+                .order_by(Job.leased_until)
+                .limit(batch_size)
+                .tuples()
+            )
+            return self.recover_expired(db, now, expired)
 
     # -- wake-ups --------------------------------------------------------------
 
@@ -171,7 +307,7 @@ class SQLiteDriver(Driver):
         try:
             import fcntl  # noqa: F401
         except ImportError:
-            return super().singleton(db, name)
+            return Singleton()
         return FileLockSingleton(f"{self.path}.{name.removeprefix('flywheel-')}.lock")
 
 
