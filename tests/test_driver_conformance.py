@@ -31,17 +31,6 @@ class TestBuiltInDrivers(DriverConformance):
         flywheel.migrate(db)
         return db
 
-    def test_insert_jobs_refuses_an_existing_id_in_an_unkeyed_batch(self) -> None:
-        if not self.url.startswith("postgres"):
-            super().test_insert_jobs_refuses_an_existing_id_in_an_unkeyed_batch()
-            return
-        try:
-            super().test_insert_jobs_refuses_an_existing_id_in_an_unkeyed_batch()
-        except AssertionError:
-            pytest.xfail("PostgresDriver.insert_jobs: a batch under COPY_MIN_ROWS skips an existing id silently "
-                         "(ON CONFLICT DO NOTHING) instead of raising DuplicateKey")
-        pytest.fail("the PostgreSQL driver now refuses an existing id in a small batch: remove this override")
-
 
 def test_importing_flywheel_testing_does_not_load_the_suite() -> None:
     probe = "import sys, flywheel.testing; print('flywheel.testing.conformance' in sys.modules)"

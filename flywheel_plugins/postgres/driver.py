@@ -233,7 +233,14 @@ class PostgresDriver(PeeweeDriver):
             columns, values = self._values_sql(db, chunk)
             sql = (f"INSERT INTO jobs ({', '.join(columns)}) VALUES ".encode() + values
                    + b" ON CONFLICT DO NOTHING RETURNING id")
-            landed.update(row[0] for row in execute(db, sql).fetchall())
+            ids = [row[0] for row in execute(db, sql).fetchall()]
+            if len(ids) != len(chunk) and not any(r.get("unique_key") is not None
+                                                   or r.get("unique_active_key") is not None for r in chunk):
+                # Without unique keys only an id that already exists can skip a row: refuse the
+                # batch (the caller's transaction then writes nothing) rather than lose the job.
+                raise DuplicateKey(f"flywheel: {len(chunk) - len(ids)} of {len(chunk)} new job ids "
+                                   "already existed; nothing was enqueued")
+            landed.update(ids)
         return landed
 
     def _copy_insert(self, db: Database, rows: Sequence[dict[str, Any]]) -> set[str]:
