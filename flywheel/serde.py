@@ -14,6 +14,9 @@ from flywheel.errors import ValidationError
 from flywheel.storage.sanitize import check_json_text, too_deep
 
 converter: cattrs.Converter = make_converter()
+#: One compact encoder for every args payload: ``json.dumps`` with non-default options builds
+#: a new encoder per call, which costs as much as the encoding of a small payload.
+_encode_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 converter.register_unstructure_hook(datetime, lambda d: d.isoformat())
 converter.register_structure_hook(datetime, lambda v, _: v if isinstance(v, datetime) else datetime.fromisoformat(v))
 converter.register_unstructure_hook(date, lambda d: d.isoformat())
@@ -29,7 +32,7 @@ def dump_args(args: object) -> str:
     :mod:`flywheel.storage.sanitize`), never altered.
     """
     try:
-        text = json.dumps(converter.unstructure(args), separators=(",", ":"), allow_nan=False)
+        text = _encode_json(converter.unstructure(args))
     except RecursionError:
         raise too_deep("args") from None
     except (TypeError, ValueError) as exc:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import uuid
+from typing import ClassVar
+
+import attrs
 
 import flywheel
 from flywheel.storage.models import INDEXES
@@ -32,6 +36,32 @@ def test_new_id_is_a_time_ordered_uuid7():
     assert len(set(ids)) == 5000
     assert ids == sorted(ids)
     assert all(uuid.UUID(i).version == 7 for i in ids[:10])
+
+
+def test_ids_minted_in_blocks_interleave_in_order_with_single_ones():
+    """``new_ids`` (what bulk inserts use) keeps the process-wide order, even past 4,096 ids a millisecond."""
+    from flywheel.ids import new_ids
+
+    ids = [flywheel.new_id(), *new_ids(10_000), flywheel.new_id(), *new_ids(3), flywheel.new_id()]
+    assert len(set(ids)) == len(ids) == 10_006
+    assert ids == sorted(ids)
+    assert {(uuid.UUID(i).version, uuid.UUID(i).variant) for i in ids} == {(7, uuid.RFC_4122)}
+    assert new_ids(0) == []
+
+
+def test_a_bulk_insert_mints_its_ids_in_item_order(db):
+    """Jobs of one batch share priority and instant, so their ids decide the claim order: item order."""
+
+    @attrs.frozen
+    class Ordered:
+        kind: ClassVar[str] = "ordered"
+        n: int
+
+    ids = flywheel.Client(db).insert_many([Ordered(n=n) for n in range(1_200)])
+    assert ids == sorted(ids) and len(set(ids)) == 1_200
+    stored = [json.loads(args)["n"] if isinstance(args, str) else args["n"]
+              for args, in db.Job.select(db.Job.args).order_by(db.Job.id).tuples()]
+    assert stored == list(range(1_200))
 
 
 def test_flywheel_fixtures_from_the_pytest_plugin(flywheel_db, flywheel_registry, flywheel_client, flywheel_runner):

@@ -11,7 +11,7 @@ from flywheel import clock
 from flywheel.context import request_id as current_request_id
 from flywheel.enums import ACTIVE_STATES, JobState
 from flywheel.errors import AlreadyEnqueued, MissingKind, ValidationError, translate_db_errors
-from flywheel.ids import new_id
+from flywheel.ids import new_id, new_ids
 from flywheel.jobs import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, DEFAULT_QUEUE, InsertOpts, check_unique_key
 from flywheel.storage.sanitize import check_text, require_aware
 from flywheel.serde import dump_args, normalise_json_payload
@@ -31,7 +31,8 @@ def kind_of(args: object) -> str:
     return kind
 
 
-def build_job_row(kind: str, args_json: str, opts: InsertOpts, now: datetime) -> dict[str, Any]:
+def build_job_row(kind: str, args_json: str, opts: InsertOpts, now: datetime,
+                  job_id: str | None = None) -> dict[str, Any]:
     """Validate one insert and return its complete ``jobs`` row; nothing is written.
 
     JSON columns (``args``, ``metadata``, ``tags``) hold JSON text, ready to store.
@@ -62,7 +63,7 @@ def build_job_row(kind: str, args_json: str, opts: InsertOpts, now: datetime) ->
     _check_texts(kind=kind, queue=queue, unique_key=opts.unique_key, unique_active_key=opts.unique_active_key,
                  parent=opts.parent, executor_class=opts.executor_class, request_id=request_id, tags="".join(tags))
     return {
-        "id": new_id(),
+        "id": job_id or new_id(),
         "created_at": now,
         "updated_at": now,
         "metadata": json.dumps({"request_id": request_id}) if request_id else "{}",
@@ -94,6 +95,8 @@ def _check_texts(**fields: object) -> None:
 
 
 _NO_OPTS = InsertOpts()
+#: ids minted at once by ``insert_many`` (one lock and one read of the random source per block)
+_ID_BLOCK = 256
 
 
 class Client:
@@ -129,12 +132,15 @@ class Client:
         """
         rows = []
         now = clock.now()  # one instant for the batch: its rows keep their order in the claim
-        templates: dict[tuple[str, InsertOpts], dict[str, Any]] = {}
+        templates: dict[tuple[str, InsertOpts | None], dict[str, Any]] = {}
+        ids: list[str] = []
         for index, item in enumerate(items):
             args, opts = item if isinstance(item, tuple) else (item, _NO_OPTS)
+            if not ids:
+                ids = new_ids(_ID_BLOCK)[::-1]  # minted a block at a time; popped in minting order
             try:
                 kind, args_json = kind_of(args), dump_args(args)
-                rows.append(self._templated_row(templates, kind, args_json, opts, now))
+                rows.append(self._templated_row(templates, kind, args_json, opts, now, ids.pop()))
             except ValidationError as exc:
                 raise ValidationError(exc.field, f"{exc.message} (item {index})") from exc
         if not rows:
@@ -144,27 +150,32 @@ class Client:
 
     # -- internals -------------------------------------------------------------
 
-    def _templated_row(self, templates: dict[tuple[str, InsertOpts], dict[str, Any]], kind: str, args_json: str,
-                       opts: InsertOpts, now: datetime) -> dict[str, Any]:
-        """A row validated once per (kind, options) in a batch: later ones only get an id and args."""
+    def _templated_row(self, templates: dict[tuple[str, InsertOpts | None], dict[str, Any]], kind: str,
+                       args_json: str, opts: InsertOpts, now: datetime, job_id: str) -> dict[str, Any]:
+        """A row validated once per (kind, options) in a batch: later ones only get an id and args.
+
+        Items without options share the key ``(kind, None)``, which spares hashing the options.
+        """
         try:
-            template = templates.get((kind, opts))
+            key = (kind, None if opts is _NO_OPTS else opts)
+            template = templates.get(key)
         except TypeError:  # options holding a list (tags) are not hashable: build the row in full
-            return self._row(kind, args_json, opts, now)
+            return self._row(kind, args_json, opts, now, job_id)
         if template is None:
-            template = templates[(kind, opts)] = self._row(kind, args_json, opts, now)
+            template = templates[key] = self._row(kind, args_json, opts, now, job_id)
             return template
         row = template.copy()
-        row["id"] = new_id()
+        row["id"] = job_id
         row["args"] = args_json
         return row
 
-    def _row(self, kind: str, args_json: str, opts: InsertOpts, now: datetime | None = None) -> dict[str, Any]:
+    def _row(self, kind: str, args_json: str, opts: InsertOpts, now: datetime | None = None,
+             job_id: str | None = None) -> dict[str, Any]:
         if self.registry is not None and (entry := self.registry.find(kind)) is not None:
             defaults = entry.call("defaults")
             if defaults is not None:
                 opts = defaults.overlay(opts)
-        return build_job_row(kind, args_json, opts, now or clock.now())
+        return build_job_row(kind, args_json, opts, now or clock.now(), job_id)
 
     def _insert_row(self, row: dict[str, Any]) -> str:
         if row["id"] in self.db.driver.enqueue(self.db, [row]):
