@@ -286,3 +286,15 @@ def test_defect_3_sanitising_changes_only_what_cannot_be_stored():
     cut = bound_text("é" * 3000, 4096)
     assert cut.endswith("…[truncated]") and len(cut.encode()) <= 4096 and cut.startswith("é" * 2000)
     assert bound_text("é" * 2048, 4096) == "é" * 2048  # exactly at the bound: untouched
+
+
+@pytest.mark.parametrize("job_id", ["a\x00b", "\ud800"], ids=["nul", "lone-surrogate"])
+@pytest.mark.parametrize("operation", ["find_job", "list_runs", "cancel_job", "retry_job"])
+def test_an_unstorable_job_id_is_a_validation_error_naming_it(db, client, operation, job_id):
+    """An id no job can have (the dashboard's URL or a script passed it) is refused by name on both dialects,
+    not left to the database adapter's own ValueError or UnicodeEncodeError."""
+    live = client.enqueue("hostile", {})
+    with pytest.raises(flywheel.ValidationError) as raised:
+        getattr(flywheel, operation)(db, job_id)
+    assert raised.value.field == "job_id"
+    assert flywheel.find_job(db, live).state == "available"

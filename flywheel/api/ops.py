@@ -11,7 +11,7 @@ from flywheel import clock
 from flywheel.enums import ACTIVE_STATES, CLAIMABLE_STATES, TERMINAL_STATES, JobState, RunOutcome
 from flywheel.errors import JobNotFound, JobTerminal, translate_db_errors
 from flywheel.storage.models import IS_CLAIMABLE
-from flywheel.storage.sanitize import require_aware
+from flywheel.storage.sanitize import check_text, require_aware
 from flywheel.api.views import FailureView, JobArgsView, JobRunView, JobsOverview, JobView, QueueHealth
 
 if TYPE_CHECKING:
@@ -51,6 +51,7 @@ def _live(db: Database) -> Any:
 @translate_db_errors
 def find_job(db: Database, job_id: str) -> JobView:
     """The job with ``job_id``; ``JobNotFound`` when there is none."""
+    check_text(job_id, "job_id")
     row = _live(db).where(db.Job.id == job_id).first()
     if row is None:
         raise JobNotFound(job_id)
@@ -76,6 +77,7 @@ def list_jobs(db: Database, *, state: str | JobState | None = None, kind: str | 
 def list_runs(db: Database, job_id: str, *, before: datetime | None = None, limit: int | None = None) -> list[JobRunView]:
     """A job's attempts newest first; ``before`` is a strict ``started_at`` cursor."""
     Run = db.JobRun
+    check_text(job_id, "job_id")
     query = Run.select().where(Run.job_id == job_id)
     if require_aware(before, "before") is not None:
         query = query.where(Run.created_at < before)
@@ -165,6 +167,7 @@ def cancel_job(db: Database, job_id: str) -> JobView:
 
     ``JobTerminal`` when the job has already finished, ``JobNotFound`` when there is none.
     """
+    check_text(job_id, "job_id")
     Job = db.Job
     now = clock.now()
     with db.atomic():
@@ -184,6 +187,7 @@ def retry_job(db: Database, job_id: str) -> JobView:
     ``crashed``, so the attempt that replaces it never overlaps it and a job keeps one
     success at most. ``JobNotFound`` when there is none.
     """
+    check_text(job_id, "job_id")
     Job, Run = db.Job, db.JobRun
     now = clock.now()
     with db.atomic():
