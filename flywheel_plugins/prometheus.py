@@ -43,7 +43,7 @@ class PrometheusMissing(ImportError):
 def available() -> bool:
     """Whether prometheus-client can be imported (imported only now: loading the plugin stays cheap)."""
     try:
-        import prometheus_client  # noqa: F401
+        import prometheus_client  # noqa: F401 - only whether it imports
     except ImportError:  # the optional extra is not installed: stay quiet, say so in status()
         return False
     return True
