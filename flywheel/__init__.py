@@ -12,9 +12,32 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from flywheel.api.client import Client
+    from flywheel.api.ops import (
+        cancel_job,
+        count_active_jobs,
+        count_runs,
+        delete_finished_jobs,
+        find_job,
+        list_active_by_kind,
+        list_jobs,
+        list_runs,
+        overview,
+        queue_health,
+        recent_failures,
+        retry_job,
+    )
+    from flywheel.api.views import (
+        FailureView,
+        JobArgsView,
+        JobRunView,
+        JobsOverview,
+        JobView,
+        PeriodicView,
+        QueueHealth,
+    )
     from flywheel.clock import Clock, FixedClock, SystemClock, current_clock, use_clock
+    from flywheel.config import Config, load_config
     from flywheel.context import request_id, request_id_scope
-    from flywheel.storage.db import DEFAULT_URL, Database, connect, migrate, models
     from flywheel.enums import ANY_CLASS, ErrorClass, JobState, RunOutcome, non_terminal_states, terminal_states
     from flywheel.errors import (
         AlreadyEnqueued,
@@ -35,23 +58,9 @@ if TYPE_CHECKING:
     from flywheel.events import ClaimEvent, FinishEvent, JobEvent, RetryEvent, SupersedeEvent, SweepEvent
     from flywheel.ids import new_id
     from flywheel.jobs import Cancel, FollowUp, InsertOpts, Job, Permanent, Result, Snooze
-    from flywheel.runtime.node import HealthConfig, Node, RunnerConfig, SchedulerConfig
-    from flywheel.api.ops import (
-        cancel_job,
-        count_active_jobs,
-        count_runs,
-        delete_finished_jobs,
-        find_job,
-        list_active_by_kind,
-        list_jobs,
-        list_runs,
-        overview,
-        queue_health,
-        recent_failures,
-        retry_job,
-    )
     from flywheel.plugins import hookimpl
     from flywheel.registry import Registry, Worker
+    from flywheel.runtime.node import HealthConfig, Node, RunnerConfig, SchedulerConfig
     from flywheel.runtime.runner import Runner
     from flywheel.scheduling.scheduler import Scheduler
     from flywheel.scheduling.schedules import (
@@ -61,8 +70,7 @@ if TYPE_CHECKING:
         set_periodic_active,
         upsert_periodic,
     )
-    from flywheel.api.views import FailureView, JobArgsView, JobRunView, JobsOverview, JobView, PeriodicView, QueueHealth
-    from flywheel.config import Config, load_config
+    from flywheel.storage.db import DEFAULT_URL, Database, connect, migrate, models
 
 __version__ = "0.1.0"
 

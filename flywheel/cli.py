@@ -78,13 +78,13 @@ class State:
 
 def open_database(url: str, pm: pluggy.PluginManager) -> Database:
     """``connect`` and reach the database: ``cannot reach database at <url without password>: <why>``."""
-    from flywheel.storage.db import connect
     from flywheel.errors import SchemaMissing, wrap_db_error
+    from flywheel.storage.db import connect
 
     db = connect(url, pm=pm)
     try:
         db.pw.connect(reuse_if_open=True)
-    except Exception as exc:  # noqa: BLE001 - whatever the driver raises, the message is the same
+    except Exception as exc:  # whatever the driver raises, the message is the same
         if isinstance(wrap_db_error(exc), SchemaMissing):
             return db  # reachable but not migrated: `migrate` creates it, other commands say to run it
         raise OperationalError(f"cannot reach database at {db.url}: {scrubbed_reason(db, exc)}") from exc
@@ -172,7 +172,7 @@ class FlywheelGroup(click.Group):
             super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
         except click.exceptions.Exit as exc:
             sys.exit(exc.exit_code)
-        except BaseException as exc:  # noqa: BLE001 - every failure becomes one line and an exit status
+        except BaseException as exc:  # every failure becomes one line and an exit status
             fail(exc, verbose=_verbose(argv), url=_preparse_url(argv))
         sys.exit(0)
 
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None, prog_name: str = "flywheel", *,
     try:
         manager = pm if pm is not None else make_plugin_manager(disabled=_preparse_disabled(args))
         cli = build_cli(manager)
-    except BaseException as exc:  # noqa: BLE001 - a plugin that fails to load is one line too
+    except BaseException as exc:  # a plugin that fails to load is one line too
         fail(exc, verbose=_verbose(args), url=_preparse_url(args))
     cli.main(args=args, prog_name=prog_name)
 

@@ -21,11 +21,10 @@ from typing import Any
 import attrs
 import cattrs
 
-from flywheel.runtime.defaults import DEFAULT_CONCURRENCY, DEFAULT_PREFETCH
 from flywheel.durations import duration_value
 from flywheel.errors import FlywheelError, ValidationError
-from flywheel.logsetup import FORMATS as LOG_FORMATS
-from flywheel.logsetup import LEVELS as LOG_LEVELS
+from flywheel.logsetup import FORMATS as LOG_FORMATS, LEVELS as LOG_LEVELS
+from flywheel.runtime.defaults import DEFAULT_CONCURRENCY, DEFAULT_PREFETCH
 
 DEFAULT_URL = "sqlite:///flywheel.db"  # the same as flywheel.storage.db.DEFAULT_URL (not imported: it pulls peewee)
 #: Host variables a command worker sees when no ``[runtime] env_allowlist`` is configured.
@@ -236,7 +235,7 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
 
 
 def _is_addr(value: str) -> bool:
-    host, sep, port = value.rpartition(":")
+    _host, sep, port = value.rpartition(":")
     return bool(sep) and port.isdigit() and 0 <= int(port) <= 65535
 
 

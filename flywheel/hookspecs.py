@@ -18,12 +18,12 @@ if TYPE_CHECKING:
     import click
 
     from flywheel.config import Config
-    from flywheel.storage.driver import Driver
     from flywheel.enums import ErrorClass
     from flywheel.events import ClaimEvent, FinishEvent, JobEvent, RetryEvent, SupersedeEvent, SweepEvent
     from flywheel.jobs import Job
-    from flywheel.runtime.node import Node, Service
     from flywheel.registry import Registry
+    from flywheel.runtime.node import Node, Service
+    from flywheel.storage.driver import Driver
 
 hookspec = pluggy.HookspecMarker("flywheel")
 
@@ -78,6 +78,7 @@ def flywheel_worker_types() -> Mapping[str, Callable[..., Any]]:
 
     :returns: a mapping of type name to factory.
     """
+    raise NotImplementedError  # a specification: pluggy calls the implementations, never this
 
 
 # ---------------------------------------------------------------------------

@@ -10,8 +10,8 @@ from typing import Any, Generic, TypeVar
 import attrs
 
 from flywheel.durations import to_timedelta
-from flywheel.storage.sanitize import require_aware
 from flywheel.errors import ValidationError
+from flywheel.storage.sanitize import require_aware
 
 A = TypeVar("A")
 
@@ -53,6 +53,15 @@ class Job(Generic[A]):
     executor_class: str = ""
 
 
+# attrs converters are named functions, not lambdas, so mypy knows what ``__init__`` accepts.
+def _timeout(value: timedelta | float | None) -> timedelta | None:
+    return to_timedelta(value, field="timeout")
+
+
+def _snooze(value: timedelta | float | None) -> timedelta | None:
+    return to_timedelta(value, field="snooze")
+
+
 @attrs.frozen(kw_only=True)
 class InsertOpts:
     """Options of one insert; None means "not set" so layers (worker defaults, call) can merge."""
@@ -65,7 +74,7 @@ class InsertOpts:
     priority: int | None = None
     executor_class: str | None = None
     max_attempts: int | None = None
-    timeout: timedelta | None = attrs.field(default=None, converter=lambda v: to_timedelta(v, field="timeout"))
+    timeout: timedelta | None = attrs.field(default=None, converter=_timeout)
     request_id: str | None = None
     tags: list[str] | None = None
 
@@ -73,7 +82,8 @@ class InsertOpts:
         """These options with every field that ``other`` sets taking precedence."""
         if other is None:
             return self
-        changes = {f.name: getattr(other, f.name) for f in attrs.fields(InsertOpts) if getattr(other, f.name) is not None}
+        changes = {f.name: getattr(other, f.name) for f in attrs.fields(InsertOpts)
+                   if getattr(other, f.name) is not None}
         return attrs.evolve(self, **changes)
 
 
@@ -87,8 +97,17 @@ class FollowUp:
     is not retried only to fail the same way.
     """
 
-    __slots__ = ("kind", "args", "parent", "unique_key", "schedule_at", "priority", "queue",
-                 "executor_class", "max_attempts")
+    __slots__ = (
+        "args",
+        "executor_class",
+        "kind",
+        "max_attempts",
+        "parent",
+        "priority",
+        "queue",
+        "schedule_at",
+        "unique_key",
+    )
 
     def __init__(
         self,
@@ -130,7 +149,7 @@ class Result:
     """
 
     output: Any = None
-    snooze: timedelta | None = attrs.field(default=None, converter=lambda v: to_timedelta(v, field="snooze"))
+    snooze: timedelta | None = attrs.field(default=None, converter=_snooze)
     cancel: bool = False
     follow_ups: list[FollowUp] = attrs.field(factory=list)
     cost_micros: int = 0

@@ -32,8 +32,9 @@ class JsonFormatter(logging.Formatter):
     """
 
     def format(self, record: logging.LogRecord) -> str:
+        stamp = _dt.datetime.fromtimestamp(record.created, _dt.UTC).isoformat(timespec="milliseconds")
         data: dict[str, Any] = {
-            "time": _dt.datetime.fromtimestamp(record.created, _dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "time": stamp.replace("+00:00", "Z"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -89,7 +90,7 @@ def level_number(level: str | int, verbose: int = 0) -> int:
     return number
 
 
-class FlywheelHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class FlywheelHandler(logging.StreamHandler[IO[str]]):
     """The handler :func:`install_handler` adds (a class of its own, so setting up again replaces it, and only it)."""
 
 

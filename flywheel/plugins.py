@@ -10,17 +10,17 @@ import logging
 import os
 import threading
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pluggy
 
 from flywheel import hookspecs
 
 if TYPE_CHECKING:
-    from flywheel.storage.driver import Driver
     from flywheel.enums import ErrorClass
     from flywheel.jobs import Job
     from flywheel.runtime.node import Node
+    from flywheel.storage.driver import Driver
 
 ENTRY_POINT_GROUP = "flywheel"
 DISABLE_ENV = "FLYWHEEL_DISABLE_PLUGINS"
@@ -117,7 +117,7 @@ def classify_error(pm: pluggy.PluginManager, error: BaseException, job: Job[Any]
             logger.exception("classifier %r failed", impl.plugin_name)
             continue
         if result is not None:
-            return result  # type: ignore[no-any-return]
+            return cast("ErrorClass", result)
     return None
 
 

@@ -61,12 +61,12 @@ def redact_url(url: str) -> str:
     except ValueError:
         pass
     # Malformed (or an '@' outside the authority the parser found): work on the raw string.
-    userinfo = _raw_userinfo(url)
+    raw = _raw_userinfo(url)
     text = url
-    if userinfo is not None and ":" in userinfo:
+    if raw is not None and ":" in raw:
         start = url.find("//") + 2
-        user = userinfo.split(":", 1)[0]
-        text = url[:start] + user + ":" + MASK + url[start + len(userinfo) :]
+        user = raw.split(":", 1)[0]
+        text = url[:start] + user + ":" + MASK + url[start + len(raw) :]
     return _PASSWORD_PARAM.sub(rf"\g<1>{MASK}", text)
 
 

@@ -25,8 +25,8 @@ from flywheel.plugins import hookimpl
 
 if TYPE_CHECKING:
     from flywheel.events import ClaimEvent, FinishEvent, JobEvent, RetryEvent, SupersedeEvent, SweepEvent
-    from flywheel.storage.db import Database
     from flywheel.runtime.node import Node
+    from flywheel.storage.db import Database
 
 INSTALL_HINT = "pip install 'flywheel-jobs[prometheus]'"
 #: go-flywheel's default histogram buckets, in seconds
@@ -43,7 +43,7 @@ class PrometheusMissing(ImportError):
 def available() -> bool:
     """Whether prometheus-client can be imported (imported only now: loading the plugin stays cheap)."""
     try:
-        import prometheus_client  # noqa: F401
+        import prometheus_client  # noqa: F401 - only whether it imports
     except ImportError:  # the optional extra is not installed: stay quiet, say so in status()
         return False
     return True
@@ -229,7 +229,7 @@ class QueueHealthCollector:
             from flywheel.api.ops import queue_health
 
             health = queue_health(self.db)
-        except Exception as exc:  # noqa: BLE001 - a scrape must not fail with the database away
+        except Exception as exc:  # a scrape must not fail with the database away
             self._note(exc)
             up = GaugeMetricFamily("flywheel_queue_health_up", "1 when this scrape's queue-health sample succeeded.")
             up.add_metric([], 0)
@@ -253,7 +253,8 @@ class QueueHealthCollector:
             GaugeMetricFamily("flywheel_queue_jobs", "Jobs by state.", labels=["state"]),
             GaugeMetricFamily("flywheel_queue_ready", "Jobs claimable now."),
             GaugeMetricFamily("flywheel_queue_inflight", "Jobs running."),
-            GaugeMetricFamily("flywheel_queue_scheduled_ahead", "Claimable jobs due later (retries, snoozes, schedules)."),
+            GaugeMetricFamily("flywheel_queue_scheduled_ahead",
+                              "Claimable jobs due later (retries, snoozes, schedules)."),
             GaugeMetricFamily("flywheel_queue_oldest_ready_seconds", "How long the oldest ready job has waited."),
             GaugeMetricFamily("flywheel_queue_health_up", "1 when this scrape's queue-health sample succeeded."),
         )

@@ -1,1 +1,4 @@
-"""The producer and operator API: ``Client`` for enqueueing, ``ops`` for inspecting and acting on jobs, ``views`` for what they return."""
+"""The producer and operator API.
+
+``Client`` enqueues, ``ops`` inspects and acts on jobs, ``views`` are what they return.
+"""

@@ -13,14 +13,14 @@ from flywheel.enums import ACTIVE_STATES, JobState
 from flywheel.errors import AlreadyEnqueued, MissingKind, ValidationError, translate_db_errors
 from flywheel.ids import new_id, new_ids
 from flywheel.jobs import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, DEFAULT_QUEUE, InsertOpts, check_unique_key
-from flywheel.storage.sanitize import check_text, require_aware
 from flywheel.serde import dump_args, normalise_json_payload
+from flywheel.storage.sanitize import check_text, require_aware
 
 if TYPE_CHECKING:
     import pluggy
 
-    from flywheel.storage.db import Database
     from flywheel.registry import Registry
+    from flywheel.storage.db import Database
 
 
 def kind_of(args: object) -> str:
@@ -44,7 +44,8 @@ def build_job_row(kind: str, args_json: str, opts: InsertOpts, now: datetime,
         raise ValidationError("queue", "must be a non-empty string")
     max_attempts = opts.max_attempts or DEFAULT_MAX_ATTEMPTS
     if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 0:
-        raise ValidationError("max_attempts", f"must not be negative (0 means the default, 25), not {opts.max_attempts!r}")
+        raise ValidationError("max_attempts",
+                              f"must not be negative (0 means the default, 25), not {opts.max_attempts!r}")
     priority = DEFAULT_PRIORITY if opts.priority is None else opts.priority
     if not isinstance(priority, int) or isinstance(priority, bool):
         raise ValidationError("priority", f"must be an integer, not {priority!r}")

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any
 import peewee
 
 from flywheel import clock
+from flywheel.api.views import FailureView, JobArgsView, JobRunView, JobsOverview, JobView, QueueHealth
 from flywheel.enums import ACTIVE_STATES, CLAIMABLE_STATES, TERMINAL_STATES, JobState, RunOutcome
 from flywheel.errors import JobNotFound, JobTerminal, translate_db_errors
 from flywheel.storage.models import IS_CLAIMABLE
 from flywheel.storage.sanitize import check_text, require_aware
-from flywheel.api.views import FailureView, JobArgsView, JobRunView, JobsOverview, JobView, QueueHealth
 
 if TYPE_CHECKING:
     from flywheel.storage.db import Database
@@ -74,7 +74,8 @@ def list_jobs(db: Database, *, state: str | JobState | None = None, kind: str | 
 
 
 @translate_db_errors
-def list_runs(db: Database, job_id: str, *, before: datetime | None = None, limit: int | None = None) -> list[JobRunView]:
+def list_runs(db: Database, job_id: str, *, before: datetime | None = None,
+              limit: int | None = None) -> list[JobRunView]:
     """A job's attempts newest first; ``before`` is a strict ``started_at`` cursor."""
     Run = db.JobRun
     check_text(job_id, "job_id")
@@ -240,7 +241,7 @@ def delete_finished_jobs(db: Database, older_than: datetime, *, batch_size: int 
                 return deleted
             still_terminal = Job.select(Job.id).where(Job.id.in_(ids), Job.state.in_(_TERMINAL))
             Run.delete().where(Run.job_id.in_(still_terminal)).execute()
-            deleted += Job.delete().where(Job.id.in_(ids), Job.state.in_(_TERMINAL)).execute()
+            deleted += int(Job.delete().where(Job.id.in_(ids), Job.state.in_(_TERMINAL)).execute())
         if len(ids) < batch_size:
             return deleted
 

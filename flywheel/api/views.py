@@ -19,7 +19,7 @@ class _View:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for field in attrs.fields(type(self)):  # type: ignore[arg-type]
+        for field in attrs.fields(type(self)):  # type: ignore[arg-type]  # every subclass is an attrs class
             value = getattr(self, field.name)
             if field.name in self._omit_empty and value in (None, "", 0, [], {}):
                 continue

@@ -27,21 +27,21 @@ from typing import TYPE_CHECKING, Any
 
 from flywheel import clock
 from flywheel.api.client import build_job_row
-from flywheel.storage.driver import Singleton, SweepResult
+from flywheel.api.ops import delete_finished_jobs, queue_health
 from flywheel.durations import format_duration, require_timedelta
 from flywheel.errors import ValidationError
 from flywheel.events import SweepEvent
 from flywheel.jobs import InsertOpts
-from flywheel.api.ops import delete_finished_jobs, queue_health
 from flywheel.plugins import emit, has_observers, resolve
 from flywheel.scheduling.schedules import cadence_of
 from flywheel.serde import normalise_json_payload
+from flywheel.storage.driver import Singleton, SweepResult
 
 if TYPE_CHECKING:
     import pluggy
 
-    from flywheel.storage.db import Database
     from flywheel.api.views import QueueHealth
+    from flywheel.storage.db import Database
 
 SINGLETON_NAME = "flywheel-scheduler"
 DEFAULT_BACKFILL_CAP = 10
@@ -97,7 +97,8 @@ class Scheduler:
         now = clock.now()
         Periodic = self.db.JobPeriodic
         due = list(Periodic.select(Periodic.id, Periodic.slug).where(
-            Periodic.is_active == True, Periodic.next_run_at <= now).order_by(Periodic.slug).tuples())  # noqa: E712
+            Periodic.is_active == True,  # noqa: E712 - a peewee expression, not a comparison
+            Periodic.next_run_at <= now).order_by(Periodic.slug).tuples())
         enqueued = 0
         for periodic_id, slug in due:
             try:
@@ -257,7 +258,9 @@ class Scheduler:
         db, Periodic = self.db, self.db.JobPeriodic
         with db.atomic():
             query = Periodic.select().where(
-                Periodic.id == periodic_id, Periodic.is_active == True, Periodic.next_run_at <= now)  # noqa: E712
+                Periodic.id == periodic_id,
+                Periodic.is_active == True,  # noqa: E712 - a peewee expression, not a comparison
+                Periodic.next_run_at <= now)
             if db.driver.capabilities.row_locks:  # another scheduler firing it now: leave it to them
                 query = query.for_update(skip_locked=True)
             row = query.first()

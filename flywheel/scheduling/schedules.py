@@ -25,11 +25,11 @@ import attrs
 from croniter import croniter
 
 from flywheel import clock
+from flywheel.api.views import PeriodicView
 from flywheel.durations import to_timedelta
 from flywheel.errors import PeriodicNotFound, ValidationError, translate_db_errors
 from flywheel.ids import new_id
 from flywheel.serde import normalise_json_payload
-from flywheel.api.views import PeriodicView
 
 if TYPE_CHECKING:
     from flywheel.storage.db import Database
@@ -42,6 +42,11 @@ _MAX_CRON_STEPS = 100_000
 _DESCRIPTORS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
 
 
+def _every(value: timedelta | float | None) -> timedelta | None:
+    """``PeriodicSpec.every`` as a timedelta (a number is seconds); named so mypy sees its type."""
+    return to_timedelta(value, field="every")
+
+
 @attrs.frozen(kw_only=True)
 class PeriodicSpec:
     """A cron or fixed-interval schedule; exactly one of ``cron`` and ``every``."""
@@ -51,7 +56,7 @@ class PeriodicSpec:
     queue: str = PERIODIC_QUEUE
     args: Any = None
     cron: str | None = None
-    every: timedelta | None = attrs.field(default=None, converter=lambda v: to_timedelta(v, field="every"))
+    every: timedelta | None = attrs.field(default=None, converter=_every)
     active: bool = True
     timezone: str = "UTC"
 

@@ -37,18 +37,18 @@ def check_database(state: State, url: str) -> tuple[bool, list[str]]:
     """Reach the database and look for flywheel's tables, read-only."""
     import os
 
-    from flywheel.storage.db import Database
     from flywheel.plugins import find_driver
+    from flywheel.storage.db import Database
 
     driver = find_driver(state.pm, url)
     path = getattr(driver, "path", None)
     if driver.name == "sqlite" and path and not os.path.exists(path):
-        return False, [f"database:  {driver.display_url()}: the SQLite file {path} does not exist "
-                       "(run 'flywheel migrate' to create it)"]
+        return False, [(f"database:  {driver.display_url()}: the SQLite file {path} does not exist "
+                        "(run 'flywheel migrate' to create it)")]
     db = Database(driver, state.pm)
     try:
         db.pw.connect(reuse_if_open=True)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return False, [f"database:  cannot reach database at {db.url}: {scrubbed_reason(db, exc)}"]
     try:
         missing = [name for name in TABLES if not _has_table(db, name)]
@@ -68,7 +68,7 @@ def _has_table(db: Any, name: str) -> bool:
         with db.atomic():  # a failed statement must not poison the connection (PostgreSQL)
             model.select(model._meta.primary_key).limit(1).execute()
         return True
-    except Exception:  # noqa: BLE001 - the table is missing (or unreadable): report it as missing
+    except Exception:  # the table is missing (or unreadable): report it as missing
         return False
 
 
@@ -79,8 +79,8 @@ def _queue_lines(db: Any) -> list[str]:
 
     health = queue_health(db)
     schedules = list_periodics(db)
-    return [f"queue:     ready={health.ready} in-flight={health.inflight} scheduled={health.scheduled_ahead} "
-            f"lag={age(health.oldest_ready_age)} discarded={health.discarded}",
+    return [(f"queue:     ready={health.ready} in-flight={health.inflight} scheduled={health.scheduled_ahead} "
+             f"lag={age(health.oldest_ready_age)} discarded={health.discarded}"),
             f"schedules: {sum(s.active for s in schedules)} active / {len(schedules)} in the database"]
 
 
@@ -111,14 +111,14 @@ def doctor(state: State) -> None:
         click.echo(f"metrics:   {metrics}")
     click.echo("settings:")
     config = loaded.config
-    rows = []
+    settings = []
     for key, source in loaded.sources.items():
         if key == "schedules":
             continue
         section, _, name = key.partition(".")
         value = getattr(getattr(config, section), name)
-        rows.append([key, show(_display_url(state, value) if key == "database.url" else value), f"({source})"])
-    click.echo(textwrap.indent(table(["KEY", "VALUE", "SOURCE"], rows), "  "))
+        settings.append([key, show(_display_url(state, value) if key == "database.url" else value), f"({source})"])
+    click.echo(textwrap.indent(table(["KEY", "VALUE", "SOURCE"], settings), "  "))
     click.echo(f"  schedules: {len(config.schedules)} in the config file")
     for schedule in config.schedules:
         rule = f"cron {schedule.cron}" if schedule.cron else f"every {show(schedule.every)}"
@@ -134,7 +134,7 @@ def _metrics_status(state: State) -> str | None:
     status = getattr(plugin, "status", None)
     if plugin is None or not callable(status):
         return None
-    enabled, line = status()
+    _enabled, line = status()
     return str(line)
 
 

@@ -98,8 +98,8 @@ def retry(state: State, job_id: str) -> None:
 @click.pass_obj
 def cancel(state: State, job_id: str) -> None:
     """Cancel a job that has not finished (a running attempt is fenced, not interrupted)."""
-    from flywheel.errors import JobTerminal
     from flywheel.api.ops import cancel_job
+    from flywheel.errors import JobTerminal
 
     db = state.db()
     try:

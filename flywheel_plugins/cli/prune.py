@@ -16,9 +16,9 @@ from flywheel_plugins.cli.output import local_time
 def prune(state: State, older_than: str) -> None:
     """Delete succeeded, cancelled and discarded jobs (with their runs) finalised before a cutoff."""
     from flywheel import clock
+    from flywheel.api.ops import delete_finished_jobs
     from flywheel.durations import parse_duration
     from flywheel.errors import ValidationError
-    from flywheel.api.ops import delete_finished_jobs
 
     try:
         age = parse_duration(older_than, field="older-than")

@@ -20,8 +20,8 @@ from flywheel.plugins import hookimpl
 
 if TYPE_CHECKING:
     from flywheel.config import Config, LoadedConfig, ScheduleConfig
-    from flywheel.storage.db import Database
     from flywheel.registry import Registry
+    from flywheel.storage.db import Database
 
 log = logging.getLogger("flywheel.serve")
 
@@ -102,7 +102,8 @@ def build_node(state: State, loaded: LoadedConfig, registry: Registry) -> Any:
 @click.command()
 @click.option("--app", default=None, metavar="MODULE[:ATTR]",
               help="Import your module and run the workers of its flywheel.Registry ([runtime] app).")
-@click.option("--queue", "queues", multiple=True, metavar="NAME", help="A queue to work (repeatable; [runtime] queues).")
+@click.option("--queue", "queues", multiple=True, metavar="NAME",
+              help="A queue to work (repeatable; [runtime] queues).")
 @click.option("--concurrency", type=int, default=None, help="Jobs run at once ([runtime] concurrency).")
 @click.pass_obj
 def serve(state: State, app: str | None, queues: tuple[str, ...], concurrency: int | None) -> None:
@@ -112,8 +113,8 @@ def serve(state: State, app: str | None, queues: tuple[str, ...], concurrency: i
     one exits at once.
     """
     from flywheel import __version__
-    from flywheel.storage.db import migrate
     from flywheel.logsetup import configure_logging
+    from flywheel.storage.db import migrate
 
     flags = {"runtime.app": app, "runtime.queues": list(queues) or None, "runtime.concurrency": concurrency}
     loaded = state.loaded({k: v for k, v in flags.items() if v is not None},

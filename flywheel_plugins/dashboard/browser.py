@@ -34,7 +34,7 @@ def chromium_path() -> str | None:
 def unavailable() -> str | None:
     """Why no browser can be driven here (None when one can)."""
     try:
-        import playwright.sync_api  # noqa: F401
+        import playwright.sync_api  # noqa: F401 - only whether it imports
     except ImportError:
         return f"playwright is not installed ({INSTALL_HINT})"
     if chromium_path() is None:

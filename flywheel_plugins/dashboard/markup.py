@@ -44,7 +44,8 @@ form.inline{display:inline}button{cursor:pointer;padding:.2rem .7rem}
 .error{background:#ffebee;border:1px solid #ef9a9a;padding:.5rem;margin-bottom:1rem}
 .filters{margin-bottom:.8rem}.filters select,.filters input{margin-right:.5rem}
 .pager a{margin-right:1rem}.muted{color:#78909c}dl{display:grid;grid-template-columns:10rem 1fr;gap:.2rem .8rem}
-dt{color:#607d8b}dd{margin:0}td pre{min-width:22rem;max-height:8rem}table.narrow{width:auto;min-width:28rem}time{white-space:nowrap}
+dt{color:#607d8b}dd{margin:0}td pre{min-width:22rem;max-height:8rem}
+table.narrow{width:auto;min-width:28rem}time{white-space:nowrap}
 td a[href^="/jobs/"]{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:12px;white-space:nowrap}
 """
 
@@ -174,4 +175,5 @@ def chart(series: list[tuple[datetime, dict[str, int]]], *, width: int = 720, he
                          f'text-anchor="{anchor}">{e(series[i][0].strftime("%H:%M"))}</text>')
     parts.append("</svg>")
     legend = " ".join(f'<span class="state" style="background:{COLOURS[o]}">{o}</span>' for o in OUTCOMES)
-    return "".join(parts) + f"<div>{legend} <span class=\"muted\">jobs finished per minute, last hour (UTC)</span></div>"
+    caption = '<span class="muted">jobs finished per minute, last hour (UTC)</span>'
+    return "".join(parts) + f"<div>{legend} {caption}</div>"

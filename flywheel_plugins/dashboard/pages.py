@@ -48,7 +48,8 @@ def overview(db: Database, q: PortableQueries, view: View) -> tuple[str, str]:
                                            for label, value in cards) + "</div>")
     body += "<h2>Throughput</h2>" + m.chart(snap.throughput)
     body += m.table(["outcome", "last minute", "last hour"],
-                    [[m.state(o), m.count(last.get(o, 0)), m.count(hour[o])] for o in OUTCOMES], numeric=(1, 2), narrow=True)
+                    [[m.state(o), m.count(last.get(o, 0)), m.count(hour[o])] for o in OUTCOMES],
+                    numeric=(1, 2), narrow=True)
     body += f'<p class="muted">sampled {m.when(snap.sampled_at)} UTC; ≈ marks a planner estimate</p>'
     return "Overview", body
 

@@ -178,7 +178,7 @@ class PortableQueries:
     def lags(self, now: datetime) -> dict[str, timedelta]:
         """Per queue with ready jobs, how long its oldest ready job has waited past its scheduled time."""
         sql = f"SELECT queue, min(scheduled_at) FROM jobs WHERE {_READY} AND scheduled_at <= {self.p} GROUP BY queue"
-        return {queue: max(timedelta(0), now - from_db_time(oldest))  # type: ignore[operator]
+        return {queue: max(timedelta(0), now - _instant(oldest))
                 for queue, oldest in self._rows(sql, (to_db_time(now),))}
 
     def minute(self, column: str) -> str:
@@ -204,9 +204,7 @@ class PortableQueries:
                 self._refreshing = True
                 threading.Thread(target=self._refresh_chart, args=(start, end), daemon=True,
                                  name="flywheel-dashboard-chart").start()
-        buckets = dict(cached[1])
-        for key, counts in self._buckets(cached[0], None).items():
-            buckets[key] = counts
+        buckets = {**cached[1], **self._buckets(cached[0], None)}
         series = []
         for i in range(CHART_MINUTES):
             at = start + timedelta(minutes=i)
@@ -235,9 +233,8 @@ class PortableQueries:
             params.append(to_db_time(end))
         buckets: dict[str, dict[str, int]] = {}
         for minute, state, n in self._rows(sql + " GROUP BY 1, 2", params):
-            if isinstance(minute, datetime):  # PostgreSQL's date_trunc: an instant, in UTC once converted
-                minute = from_db_time(minute).strftime("%Y-%m-%d %H:%M")  # type: ignore[union-attr]
-            key = str(minute)[:16]
+            # PostgreSQL's date_trunc gives an instant (in UTC once converted), SQLite the text
+            key = _instant(minute).strftime("%Y-%m-%d %H:%M") if isinstance(minute, datetime) else str(minute)[:16]
             buckets.setdefault(key, {})[state] = int(n)
         return buckets
 
@@ -356,7 +353,7 @@ class PostgresQueries(PortableQueries):
                f"  SELECT scheduled_at AS at FROM jobs WHERE {_READY} AND queue = pairs.queue"
                f"  AND priority = pairs.priority ORDER BY scheduled_at LIMIT 1) head WHERE head.at <= %s"
                f" GROUP BY pairs.queue")
-        return {queue: max(timedelta(0), now - from_db_time(oldest))  # type: ignore[operator]
+        return {queue: max(timedelta(0), now - _instant(oldest))
                 for queue, oldest in self._rows(sql, (to_db_time(now),))}
 
     def estimates(self, conditions: list[tuple[str, tuple[Any, ...]]]) -> list[Count]:
@@ -373,7 +370,15 @@ class PostgresQueries(PortableQueries):
 
     def _plan(self, sql: str, params: list[Any] | tuple[Any, ...]) -> dict[str, Any]:
         plan = self._rows(f"EXPLAIN (FORMAT JSON) {sql}", params)[0][0]
-        return (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]  # type: ignore[no-any-return]
+        top: dict[str, Any] = (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]
+        return top
+
+
+def _instant(value: object) -> datetime:
+    """A stored instant the query guarantees is there (a ``min()`` over a non-empty group)."""
+    instant = from_db_time(value)
+    assert instant is not None, "the query returned no instant"
+    return instant
 
 
 def _job_row(row: tuple[Any, ...]) -> JobRow:

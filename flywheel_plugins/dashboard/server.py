@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 import flywheel
 from flywheel import clock
 from flywheel.errors import JobNotFound, JobTerminal, PeriodicNotFound
-from flywheel_plugins.dashboard import markup, pages
+from flywheel_plugins.dashboard import DEFAULT_BIND, markup, pages
 from flywheel_plugins.dashboard.queries import queries_for
 from flywheel_plugins.dashboard.security import CSRF_COOKIE, SESSION_COOKIE, Forbidden, Guard
 
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("flywheel.dashboard")
 
-from flywheel_plugins.dashboard import DEFAULT_BIND  # noqa: E402 - defined once, in the light package module
 WORKERS = 4
 _MAX_FORM = 16 * 1024
 _HEADERS = {
@@ -179,7 +178,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.cookies: SimpleCookie = SimpleCookie()
         try:
             self.cookies.load(self.headers.get("Cookie", ""))
-        except Exception:  # noqa: BLE001 - a malformed cookie header is no cookie
+        except Exception:  # a malformed cookie header is no cookie
             self.cookies = SimpleCookie()
         self._set_cookies: list[str] = []
         morsel = self.cookies.get(CSRF_COOKIE)

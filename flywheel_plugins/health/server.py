@@ -1,7 +1,8 @@
 """The ``health`` plugin's server: a node's HTTP probes and ``/metrics``, on the stdlib's ThreadingHTTPServer.
 
-Started by the plugin's ``flywheel_services(node)`` (in :mod:`flywheel_plugins.health`) when ``node.health.addr`` (``HealthConfig(addr=…)``,
-``[runtime] metrics_addr``) is set, and bound to that address only:
+Started by the plugin's ``flywheel_services(node)`` (in :mod:`flywheel_plugins.health`) when
+``node.health.addr`` (``HealthConfig(addr=…)``, ``[runtime] metrics_addr``) is set, and bound to
+that address only:
 
 - ``GET /healthz``: 200 ``ok`` while the process serves (liveness);
 - ``GET /readyz``: 200 ``ready`` when the node's runners are running and its database
@@ -54,7 +55,7 @@ def readiness(node: Node) -> str | None:
     db = node.db
     try:
         db.Job.select(db.Job.id).limit(1).execute()
-    except Exception as exc:  # noqa: BLE001 - any failure is "not ready", with its reason
+    except Exception as exc:  # any failure is "not ready", with its reason
         return f"database unreachable: {' '.join(str(exc).split()) or type(exc).__name__}"
     return None
 
@@ -121,7 +122,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     server_version = "flywheel-health"
     protocol_version = "HTTP/1.1"
 
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_GET(self) -> None:
         node = self.server.node
         try:
             path = self.path.split("?", 1)[0]
@@ -150,7 +151,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         try:
             body, content_type = observer.exposition(self.headers.get("Accept"))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.exception("flywheel: /metrics failed")
             self._reply(500, f"flywheel: metrics failed: {exc}\n".encode())
             return
@@ -165,9 +166,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    do_HEAD = do_GET  # noqa: N815
+    do_HEAD = do_GET
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
+    def log_message(self, format: str, *args: Any) -> None:  # the stdlib's signature
         log.debug("flywheel: health %s - " + format, self.address_string(), *args)
 
 

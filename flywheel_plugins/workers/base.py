@@ -11,7 +11,7 @@ import types
 import typing
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import attrs
 
@@ -95,7 +95,18 @@ def seconds(value: Any) -> float:
 # ---------------------------------------------------------------------------
 
 
-def args_from_table(cls: type[Any], table: Mapping[str, Any]) -> Any:
+class TableArgs(attrs.AttrsInstance, Protocol):
+    """What a ``[schedules.<worker>]`` table becomes: an attrs class naming its kind that validates itself."""
+
+    kind: ClassVar[str]
+
+    def validate(self) -> None: ...
+
+
+T = TypeVar("T", bound=TableArgs)
+
+
+def args_from_table(cls: type[T], table: Mapping[str, Any]) -> T:
     """Build ``cls`` from a config table; a bad, unknown or missing key raises ``ValidationError``.
 
     ``timeout`` takes a duration (``"30s"``) and sets ``timeout_seconds``.

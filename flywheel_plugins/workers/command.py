@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from flywheel.enums import ErrorClass
 from flywheel.errors import ValidationError
@@ -18,7 +18,21 @@ from flywheel.jobs import Job, Result
 from flywheel_plugins.workers import process
 from flywheel_plugins.workers.base import DEFAULT_ENV_ALLOWLIST, WorkerFailure, classify, time_left, timeout_delta
 
-A = TypeVar("A")
+
+class CommandArgs(Protocol):
+    """The fields every command worker's args share (read-only: the args classes are frozen)."""
+
+    @property
+    def env(self) -> Mapping[str, str] | None: ...
+    @property
+    def dir(self) -> str: ...
+    @property
+    def timeout_seconds(self) -> float: ...
+
+    def validate(self) -> None: ...
+
+
+A = TypeVar("A", bound=CommandArgs)
 
 
 class CommandWorker(Generic[A]):
@@ -55,12 +69,12 @@ class CommandWorker(Generic[A]):
 
     def work(self, job: Job[A]) -> Result:
         args = job.args
-        args.validate()  # type: ignore[attr-defined]
+        args.validate()
         argv = self.argv(args)
         command = process.Command(
-            argv=argv, env=process.build_env(self.env_allowlist, args.env),  # type: ignore[attr-defined]
-            dir=args.dir or None, stdin=self.stdin(args).encode() or None,  # type: ignore[attr-defined]
-            timeout=time_left(job, args.timeout_seconds),  # type: ignore[attr-defined]
+            argv=argv, env=process.build_env(self.env_allowlist, args.env),
+            dir=args.dir or None, stdin=self.stdin(args).encode() or None,
+            timeout=time_left(job, args.timeout_seconds),
         )
         name = self.label(args, argv)
         try:
@@ -70,8 +84,8 @@ class CommandWorker(Generic[A]):
             raise _start_failure(name, exc) from exc.__cause__
         output = done.output()
         if done.timed_out:
-            raise WorkerFailure(f"{name} timed out after {done.duration_ms / 1000:.1f}s", error_class=ErrorClass.TIMEOUT,
-                                output=output)
+            raise WorkerFailure(f"{name} timed out after {done.duration_ms / 1000:.1f}s",
+                                error_class=ErrorClass.TIMEOUT, output=output)
         if done.stopped:
             raise WorkerFailure(f"{name} was stopped: the attempt was cancelled or ran past its deadline",
                                 output=output)

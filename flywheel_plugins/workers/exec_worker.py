@@ -37,12 +37,12 @@ class ExecWorker(CommandWorker[ExecArgs]):
     args_type = ExecArgs
 
     def argv(self, args: ExecArgs) -> list[str]:
-        return [args.command, *args.args]  # type: ignore[misc]
+        return [args.command, *(args.args or ())]
 
 
 def from_table(table: Mapping[str, Any]) -> ExecArgs:
     """``[schedules.exec]`` → :class:`ExecArgs`."""
-    return args_from_table(ExecArgs, table)  # type: ignore[no-any-return]
+    return args_from_table(ExecArgs, table)
 
 
 def make_worker(config: Any = None) -> ExecWorker:

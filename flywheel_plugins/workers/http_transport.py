@@ -42,14 +42,22 @@ class HTTPTransport(Protocol):
     def send(self, request: HTTPRequest) -> HTTPResponse: ...
 
 
+class _Stream(Protocol):
+    """urllib's response body (or the ``HTTPError`` that stands for one)."""
+
+    def read(self, amt: int, /) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
 @attrs.define
 class _Response:
     status: int
     headers: Mapping[str, str]
-    _stream: Any
+    _stream: _Stream
 
     def read(self, amt: int) -> bytes:
-        return self._stream.read(amt)  # type: ignore[no-any-return]
+        return self._stream.read(amt)
 
     def close(self) -> None:
         self._stream.close()

@@ -59,7 +59,7 @@ class HTTPArgs:
             raise ValidationError("url", f"must be an http:// or https:// URL with a host, not {self.url!r}")
         if self.method and not _TOKEN.fullmatch(self.method):
             raise ValidationError("method", f"is not an HTTP method: {self.method!r}")
-        bad = [code for code in self.success_status if not 100 <= code <= 599]  # type: ignore[union-attr]
+        bad = [code for code in self.success_status or () if not 100 <= code <= 599]
         if bad:
             raise ValidationError("success_status", f"holds codes that are not HTTP statuses: {bad}")
 
@@ -76,7 +76,8 @@ class HTTPWorker:
     args_type = HTTPArgs
 
     def __init__(self, *, transport: HTTPTransport | None = None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-                 max_retry_after: timedelta = DEFAULT_MAX_RETRY_AFTER, default_timeout: float = DEFAULT_TIMEOUT) -> None:
+                 max_retry_after: timedelta = DEFAULT_MAX_RETRY_AFTER,
+                 default_timeout: float = DEFAULT_TIMEOUT) -> None:
         self.transport = transport if transport is not None else UrllibTransport()
         self.max_body_bytes = max_body_bytes
         self.max_retry_after = max_retry_after
@@ -177,7 +178,7 @@ def _retry_after(headers: Mapping[str, str], ceiling: timedelta) -> timedelta | 
 
 def from_table(table: Mapping[str, Any]) -> HTTPArgs:
     """``[schedules.http]`` → :class:`HTTPArgs`."""
-    return args_from_table(HTTPArgs, table)  # type: ignore[no-any-return]
+    return args_from_table(HTTPArgs, table)
 
 
 def make_worker(config: Any = None) -> HTTPWorker:

@@ -40,12 +40,12 @@ class MageWorker(CommandWorker[MageArgs]):
         self.binary = binary
 
     def argv(self, args: MageArgs) -> list[str]:
-        return [self.binary or args.binary or "magex", *args.targets]  # type: ignore[misc]
+        return [self.binary or args.binary or "magex", *(args.targets or ())]
 
 
 def from_table(table: Mapping[str, Any]) -> MageArgs:
     """``[schedules.mage]`` → :class:`MageArgs`."""
-    return args_from_table(MageArgs, table)  # type: ignore[no-any-return]
+    return args_from_table(MageArgs, table)
 
 
 def make_worker(config: Any = None) -> MageWorker:

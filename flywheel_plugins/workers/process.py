@@ -14,12 +14,13 @@ Why each piece is shaped this way:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -34,11 +35,15 @@ class StartFailed(Exception):
     """The command could not be started (``__cause__`` is the OSError)."""
 
 
+def _argv(args: Iterable[str]) -> tuple[str, ...]:
+    return tuple(args)
+
+
 @attrs.frozen(kw_only=True)
 class Command:
     """What to run: ``argv`` directly (never through a shell), in ``dir``, with exactly ``env``."""
 
-    argv: tuple[str, ...] = attrs.field(converter=tuple)
+    argv: tuple[str, ...] = attrs.field(converter=_argv)
     env: Mapping[str, str]
     dir: str | None = None
     stdin: bytes | None = None
@@ -248,10 +253,8 @@ def _writer(stream: Any, data: bytes) -> threading.Thread:
         except OSError:  # the command exited or closed stdin without reading it all
             pass
         finally:
-            try:
+            with contextlib.suppress(OSError):
                 stream.close()
-            except OSError:
-                pass
 
     thread = threading.Thread(target=feed, name="flywheel-stdin", daemon=True)
     thread.start()

@@ -55,7 +55,7 @@ class PythonWorker(CommandWorker[PythonArgs]):
             head = ["-m", args.module]
         else:
             head = ["-c", args.inline]
-        return [interp, *head, *args.args]  # type: ignore[misc]
+        return [interp, *head, *(args.args or ())]
 
 
     def label(self, args: PythonArgs, argv: list[str]) -> str:
@@ -65,7 +65,7 @@ class PythonWorker(CommandWorker[PythonArgs]):
 
 def from_table(table: Mapping[str, Any]) -> PythonArgs:
     """``[schedules.python]`` → :class:`PythonArgs`."""
-    return args_from_table(PythonArgs, table)  # type: ignore[no-any-return]
+    return args_from_table(PythonArgs, table)
 
 
 def make_worker(config: Any = None) -> PythonWorker:

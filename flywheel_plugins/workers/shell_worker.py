@@ -43,7 +43,7 @@ class ShellWorker(CommandWorker[ShellArgs]):
     def argv(self, args: ShellArgs) -> list[str]:
         shell = args.shell or "sh"
         if args.script:
-            return [shell, existing_file(args.script, args.dir, field="script"), *args.args]  # type: ignore[misc]
+            return [shell, existing_file(args.script, args.dir, field="script"), *(args.args or ())]
         return [shell, "-c", args.inline, *([shell, *args.args] if args.args else [])]
 
 
@@ -53,7 +53,7 @@ class ShellWorker(CommandWorker[ShellArgs]):
 
 def from_table(table: Mapping[str, Any]) -> ShellArgs:
     """``[schedules.shell]`` → :class:`ShellArgs`."""
-    return args_from_table(ShellArgs, table)  # type: ignore[no-any-return]
+    return args_from_table(ShellArgs, table)
 
 
 def make_worker(config: Any = None) -> ShellWorker:
