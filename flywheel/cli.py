@@ -19,12 +19,12 @@ import pluggy
 
 from flywheel.plugins import DISABLE_ENV, disabled_from_env, make_plugin_manager
 from flywheel.redact import scrub_url_secrets
+from flywheel.storage import DEFAULT_URL
 
 if TYPE_CHECKING:
     from flywheel.config import Config, LoadedConfig
     from flywheel.storage.db import Database
 
-DEFAULT_URL = "sqlite:///flywheel.db"  # flywheel.storage.db.DEFAULT_URL, without importing peewee
 CONFIG_ENV = "FLYWHEEL_CONFIG"
 
 

@@ -25,8 +25,8 @@ from flywheel.durations import duration_value
 from flywheel.errors import FlywheelError, ValidationError
 from flywheel.logsetup import FORMATS as LOG_FORMATS, LEVELS as LOG_LEVELS
 from flywheel.runtime.defaults import DEFAULT_CONCURRENCY, DEFAULT_PREFETCH
+from flywheel.storage import DEFAULT_URL
 
-DEFAULT_URL = "sqlite:///flywheel.db"  # the same as flywheel.storage.db.DEFAULT_URL (not imported: it pulls peewee)
 #: Host variables a command worker sees when no ``[runtime] env_allowlist`` is configured.
 DEFAULT_ENV_ALLOWLIST: tuple[str, ...] = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")
 FILE_NAME = "flywheel.toml"

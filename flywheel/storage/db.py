@@ -9,16 +9,16 @@ from typing import TYPE_CHECKING, Any
 
 import peewee
 
-from flywheel.storage.models import MODELS, bind_models
 from flywheel.errors import translate_db_errors
 from flywheel.plugins import find_driver, resolve
+from flywheel.storage import DEFAULT_URL
+from flywheel.storage.models import MODELS, bind_models
 
 if TYPE_CHECKING:
     import pluggy
 
     from flywheel.storage.driver import Driver
 
-DEFAULT_URL = "sqlite:///flywheel.db"
 
 
 class Database:

@@ -48,7 +48,7 @@ def _database(ctx: click.Context, url: str | None) -> Any:
         return opener()
     if opener is not None:
         return opener
-    from flywheel.storage.db import DEFAULT_URL
+    from flywheel.storage import DEFAULT_URL
 
     return connect(DEFAULT_URL)
 
