@@ -46,7 +46,7 @@ from flywheel.runtime.defaults import (  # noqa: F401 - re-exported: the runner'
     MAX_DEFAULT_CONCURRENCY,
     default_concurrency,
 )
-from flywheel.runtime.dispatch import Attempt, execute
+from flywheel.runtime.dispatch import Attempt, AttemptServices, execute
 from flywheel.storage.driver import ClaimedJob, ClaimRequest
 from flywheel.durations import remaining, require_timedelta, to_timedelta
 from flywheel.enums import JobState
@@ -54,7 +54,6 @@ from flywheel.errors import ValidationError, one_line
 from flywheel.events import (
     ClaimEvent,
     FinishEvent,
-    JobEvent,
     RetryEvent,
     SupersedeEvent,
 )
@@ -74,7 +73,6 @@ FINALIZE_GROUP = 64
 #: a runner prefetches only the jobs its workers are expected to start within this long
 #: at their recent pace, so slow jobs are never hoarded away from other runners
 PREFETCH_HORIZON = 0.1  # seconds
-
 
 MAX_POLL_BACKOFF = timedelta(seconds=30)
 #: at most this long (or one lease) to commit attempts that returned before a deadline
@@ -145,6 +143,7 @@ class Runner:
         self._runs_written = 0
         self._finished: queue.SimpleQueue[Attempt | None] = queue.SimpleQueue()  # a new one per start
         self._pool: WorkerPool | None = None
+        self._services = self._attempt_services()  # rebuilt by each start (its lease keeper is new)
         self._finalizer: threading.Thread | None = None
         self._loop: EventLoop | None = None
         self._loop_lock = threading.Lock()
@@ -394,7 +393,7 @@ class Runner:
         if self.prefetch:  # its timeout and duration count from now, not from its claim
             job = attrs.evolve(job, started_at=clock.now())
         try:
-            attempt = execute(self, job, lease)
+            attempt = execute(self._services, job, lease)
         except BaseException:  # never lose a slot: an unexpected bug leaves the job to the sweep
             self.log.exception("jobs: dispatch of job %s failed; the sweep will recover it", job.id)
             if self.leases.returned(lease):
@@ -491,7 +490,7 @@ class Runner:
         # The group's leases are renewed until its commit: a slow or retried commit
         # must not let the sweep hand finished work to another runner.
         started = time.monotonic()
-        results = persist(self, group)
+        results = persist(self._services, group)
         elapsed = timedelta(seconds=time.monotonic() - started)
         for attempt, result in zip(group, results, strict=True):
             if result is not None:
@@ -527,10 +526,6 @@ class Runner:
             self._inflight -= 1
             self._slots.notify_all()
 
-    def job_event(self, claimed: ClaimedJob) -> JobEvent:
-        return JobEvent(job_id=claimed.id, run_id=claimed.run_id, kind=claimed.kind, queue=claimed.queue,
-                        attempt=claimed.attempt)
-
     # -- lifecycle ---------------------------------------------------------------
 
     def _start(self) -> None:
@@ -540,12 +535,20 @@ class Runner:
         self._draining = False
         self._stop.clear()
         self._context = contextvars.copy_context()
+        self._services = self._attempt_services()
         self._pool = WorkerPool(self.concurrency, self._context)
         self._finished = queue.SimpleQueue()
         self._finalizer = threading.Thread(target=self._context.copy().run, args=(self._finalize_loop, self._finished),
                                            name="flywheel-finalizer", daemon=True)
         self._finalizer.start()
         self.leases.start(self._context.copy())
+
+    def _attempt_services(self) -> AttemptServices:
+        return AttemptServices(
+            db=self.db, registry=self.registry, pm=self.pm, leases=self.leases, event_loop=self.event_loop,
+            log=self.log, lease=self.lease, default_timeout=self.default_timeout,
+            retry_backoff_base=self.retry_backoff_base, max_retry_backoff=self.max_retry_backoff,
+        )
 
     def _shutdown(self, deadline: float | None = None) -> None:
         """Wait for in-flight work (up to ``deadline``), then stop the runner's threads.
