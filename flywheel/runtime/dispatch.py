@@ -83,21 +83,26 @@ class Attempt:
     started: float
 
 
-def execute(services: AttemptServices, claimed: ClaimedJob, lease: Lease) -> Attempt:
-    """Run one attempt to its end and return what its finalisation must write."""
+def execute(services: AttemptServices, claimed: ClaimedJob, lease: Lease, started_at: datetime) -> Attempt:
+    """Run one attempt to its end and return what its finalisation must write.
+
+    ``started_at`` is when the attempt began (its claim, or later for a prefetched one):
+    its timeout and recorded duration count from it.
+    """
     started = time.monotonic()
+    entry = services.registry.find(claimed.kind) if claimed.kind else None
     job: Job[Any] | None = None
     result: Result | None = None
     error: BaseException | None = None
     try:
-        entry, args = _resolve(services, claimed)
+        args = _resolve(entry, claimed)
         job = _job(claimed, args, lease)
-        deadline = _deadline(services, entry, job, claimed)
+        deadline = _deadline(services, entry, job, claimed, started_at)  # type: ignore[arg-type] - resolved
         if deadline is not None:
             job = attrs.evolve(job, deadline=deadline)
             services.leases.set_deadline(lease, deadline)
         emit(services.pm, "flywheel_on_start", event=job_event(claimed))
-        result = _call(services, entry, job, deadline)
+        result = _call(services, entry, job, deadline)  # type: ignore[arg-type] - resolved
     except BaseException as exc:  # noqa: BLE001 - every failure of a worker is an attempt outcome
         if isinstance(exc, KeyboardInterrupt):
             raise
@@ -105,17 +110,17 @@ def execute(services: AttemptServices, claimed: ClaimedJob, lease: Lease) -> Att
     finished_at = clock.now()
     if error is None and lease.timed_out:
         error = JobTimeout(f"job ran past its timeout (deadline {lease.deadline})")
-    return _plan(services, claimed, job, result, error, lease, finished_at, started)
+    return _plan(services, entry, claimed, job, result, error, lease, started_at, finished_at, started)
 
 
-def _resolve(services: AttemptServices, claimed: ClaimedJob) -> tuple[Registered, Any]:
+def _resolve(entry: Registered | None, claimed: ClaimedJob) -> Any:
+    """``claimed``'s args decoded for its worker (``entry``: the worker registered for its kind)."""
     if not claimed.kind:
         raise InvalidJob("jobs: the job has no kind")
-    entry = services.registry.find(claimed.kind)
     if entry is None:
         raise InvalidJob(str(UnknownKind(claimed.kind)))
     try:
-        return entry, load_args(claimed.args, entry.args_type)
+        return load_args(claimed.args, entry.args_type)
     except Exception as exc:
         raise InvalidJob(f"jobs: decode args for kind {claimed.kind!r}: {describe_decode_error(exc)}") from exc
 
@@ -133,15 +138,15 @@ def _job(claimed: ClaimedJob, args: Any, lease: Lease) -> Job[Any]:
     )
 
 
-def _deadline(services: AttemptServices, entry: Registered, job: Job[Any],
-              claimed: ClaimedJob) -> datetime | None:
+def _deadline(services: AttemptServices, entry: Registered, job: Job[Any], claimed: ClaimedJob,
+              started_at: datetime) -> datetime | None:
     if claimed.timeout_ms:
         timeout: timedelta | None = timedelta(milliseconds=claimed.timeout_ms)
     else:
         timeout = to_timedelta(entry.call("timeout", job), field="timeout") or services.default_timeout
     if timeout is None or timeout.total_seconds() <= 0:
         return None
-    return claimed.started_at + timeout
+    return started_at + timeout
 
 
 def _call(services: AttemptServices, entry: Registered, job: Job[Any],
@@ -205,25 +210,28 @@ def classify(services: AttemptServices, entry: Registered | None, job: Job[Any] 
                 return ErrorClass(verdict)
         except Exception:  # a broken classifier must not leave the attempt unfinalised
             services.log.exception("jobs: the %s classifier failed for job %s; trying the next", source,
-                                 None if job is None else job.id)
+                                   None if job is None else job.id)
     return ErrorClass.TRANSIENT
 
 
-def _plan(services: AttemptServices, claimed: ClaimedJob, job: Job[Any] | None, result: Result | None,
-          error: BaseException | None, lease: Lease, finished_at: datetime, started: float) -> Attempt:
-    entry = services.registry.find(claimed.kind) if claimed.kind else None
+def _plan(services: AttemptServices, entry: Registered | None, claimed: ClaimedJob, job: Job[Any] | None,
+          result: Result | None, error: BaseException | None, lease: Lease, started_at: datetime,
+          finished_at: datetime, started: float) -> Attempt:
     output_json = follow_ups = None
     output = result.output if result is not None else failure_output(error)
-    try:
-        output_json = None if output is None else dumps_json(output, field="output")
-        if error is None and result is not None:
-            follow_ups = tuple(_follow_up_rows(claimed, result.follow_ups, finished_at))
-    except Exception as exc:  # a worker bug: it returned something unstorable
-        output_json = None
-        if error is None:
-            error = Permanent(f"the worker's result cannot be stored: {exc}")
+    if output is not None or result is not None:
+        try:
+            output_json = None if output is None else dumps_json(output, field="output")
+            if error is None and result is not None:
+                follow_ups = tuple(_follow_up_rows(claimed, result.follow_ups, finished_at))
+        except Exception as exc:  # a worker bug: it returned something unstorable
+            output_json = None
+            if error is None:
+                error = Permanent(f"the worker's result cannot be stored: {exc}")
     error_class = retry_delay = None
-    if isinstance(error, Cancel) or (error is None and result is not None and result.cancel):
+    if error is None and result is None:  # work() returned None: the common case
+        transition = transitions.succeeded(finished_at)
+    elif isinstance(error, Cancel) or (error is None and result is not None and result.cancel):
         transition = transitions.cancelled(finished_at)
     elif isinstance(error, Snooze) or (error is None and result is not None and result.snooze is not None):
         delay = error.delay if isinstance(error, Snooze) else result.snooze  # type: ignore[union-attr]
@@ -241,13 +249,13 @@ def _plan(services: AttemptServices, claimed: ClaimedJob, job: Job[Any] | None, 
         job_id=claimed.id, run_id=claimed.run_id, lease_token=claimed.lease_token, state=transition.state,
         scheduled_at=transition.scheduled_at, finalized_at=transition.finalized_at,
         bump_max_attempts=transition.bump_max_attempts, outcome=transition.outcome, finished_at=finished_at,
-        duration_ms=max(0, int((finished_at - claimed.started_at).total_seconds() * 1000)),
+        duration_ms=max(0, int((finished_at - started_at).total_seconds() * 1000)),
         error_class=None if error_class is None else error_class.value, error_message=message,
         output_json=output_json, cost_micros=0 if result is None else int(result.cost_micros),
-        follow_ups=follow_ups if transition.state.value == "succeeded" and follow_ups else (),
+        follow_ups=follow_ups if transition.state is JobState.SUCCEEDED and follow_ups else (),
     )
     return Attempt(claimed=claimed, plan=plan, lease=lease, error_class=error_class, error=failure,
-                   retry_delay=retry_delay if transition.state.value == "retryable" else None,
+                   retry_delay=retry_delay if transition.state is JobState.RETRYABLE else None,
                    duration=timedelta(seconds=time.monotonic() - started), started=started)
 
 

@@ -59,8 +59,7 @@ def commit(services: AttemptServices, attempts: list[Attempt], tries: int = FINA
         try:
             with services.leases.write_lock:  # no renewal runs meanwhile; committed leases are not renewed
                 results = list(db.driver.finalize(db, [a.plan for a in attempts]))
-                for committed in attempts:
-                    services.leases.forget(committed.lease)
+                services.leases.forget([committed.lease for committed in attempts])
                 return results
         except Exception as exc:
             if not db.driver.is_transient(exc) or attempt == tries - 1:

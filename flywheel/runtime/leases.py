@@ -80,9 +80,10 @@ class LeaseKeeper:
         self._thread: threading.Thread | None = None
         self._failures = 0
 
-    def track(self, lease: Lease) -> None:
+    def track(self, leases: Sequence[Lease]) -> None:
         with self.lock:
-            self._leases[lease.key] = lease
+            for lease in leases:
+                self._leases[lease.key] = lease
 
     def set_deadline(self, lease: Lease, deadline: datetime | None) -> None:
         with self.lock:
@@ -124,10 +125,11 @@ class LeaseKeeper:
             lease.started = True
             return "start"
 
-    def forget(self, lease: Lease) -> None:
+    def forget(self, leases: Sequence[Lease]) -> None:
         with self.lock:
-            if self._leases.get(lease.key) is lease:
-                del self._leases[lease.key]
+            for lease in leases:
+                if self._leases.get(lease.key) is lease:
+                    del self._leases[lease.key]
 
     def all(self) -> list[Lease]:
         with self.lock:

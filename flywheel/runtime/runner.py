@@ -37,8 +37,6 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-import attrs
-
 from flywheel import clock
 from flywheel.runtime.defaults import (  # noqa: F401 - re-exported: the runner's defaults
     DEFAULT_CONCURRENCY,
@@ -326,17 +324,33 @@ class Runner:
         # With prefetch, claims wait until half the buffer is used, so each claims a batch.
         with self._slots:
             while not (stop.is_set() or self._stop.is_set()):
-                ahead = self._prefetch_target()
-                held = self.concurrency + ahead
-                limit = held + self.concurrency
-                free = min(held - self._executing, limit - self._inflight)
-                if free >= max(1, (ahead + 1) // 2) or (free > 0 and self._executing == 0):
+                free = self._claimable()
+                if free:
                     return free
                 left = remaining(deadline)
                 if left == 0:
                     return 0
                 self._slots.wait(0.5 if left is None else min(0.5, left))
             return 0
+
+    def _claimable(self) -> int:
+        """How many jobs the claim loop should claim now (0: wait); called holding ``_slots``."""
+        ahead = self._prefetch_target()
+        held = self.concurrency + ahead
+        free = min(held - self._executing, held + self.concurrency - self._inflight)
+        if free >= max(1, (ahead + 1) // 2) or (free > 0 and self._executing == 0):
+            return free
+        return 0
+
+    def _slots_changed(self) -> None:
+        """Wake the waiters on ``_slots`` if what they wait for holds; called holding it.
+
+        Workers and the finaliser change the counts once or twice per job; waking the
+        claim loop each time to find it has nothing to claim yet would cost a thread
+        switch per change.
+        """
+        if self._inflight == 0 or self._claimable():
+            self._slots.notify_all()
 
     def _prefetch_target(self) -> int:
         """Jobs to hold beyond the busy workers now: those they would start within the horizon."""
@@ -363,8 +377,7 @@ class Runner:
                 self._inflight += len(claimed)
                 self._executing += len(claimed)
                 self._runs_written += len(claimed)
-            for _, lease in pairs:
-                self.leases.track(lease)
+            self.leases.track([lease for _, lease in pairs])
             if has_observers(self.pm, "flywheel_on_claim"):
                 emit(self.pm, "flywheel_on_claim", event=ClaimEvent(
                     executor_class=self.executor_class, queues=self.queues, claimed=len(claimed),
@@ -390,16 +403,16 @@ class Runner:
             if verdict == "drop":  # its lease may lapse before it is done: hand it back unstarted
                 self._hand_back(lease)
             return
-        if self.prefetch:  # its timeout and duration count from now, not from its claim
-            job = attrs.evolve(job, started_at=clock.now())
+        # its timeout and duration count from now, not from its claim (it may have been prefetched)
+        started_at = clock.now() if self.prefetch else job.started_at
         try:
-            attempt = execute(self._services, job, lease)
+            attempt = execute(self._services, job, lease, started_at)
         except BaseException:  # never lose a slot: an unexpected bug leaves the job to the sweep
             self.log.exception("jobs: dispatch of job %s failed; the sweep will recover it", job.id)
             if self.leases.returned(lease):
                 lease.renew = False
                 self._work_done()
-                self._release(lease)
+                self._release([lease])
             return
         if not self.leases.returned(lease):  # released (drain or timeout): its verdict is recorded
             return
@@ -422,7 +435,7 @@ class Runner:
             if seconds is not None:
                 self._pace = seconds if self._pace is None else 0.8 * self._pace + 0.2 * seconds
             self._executing -= 1
-            self._slots.notify_all()
+            self._slots_changed()
 
     def _claim_would_find_work(self) -> bool:
         executor = None if self.claim_any_class else self.executor_class
@@ -496,7 +509,7 @@ class Runner:
             if result is not None:
                 final, outcome = result
                 self._report(final, outcome.superseded, elapsed)
-            self._release(attempt.lease)
+        self._release([attempt.lease for attempt in group])
 
     def _report(self, attempt: Attempt, superseded: bool, finalize_duration: timedelta) -> None:
         claimed, plan = attempt.claimed, attempt.plan
@@ -520,11 +533,11 @@ class Runner:
                 attempt=claimed.attempt, next_attempt=claimed.attempt + 1, delay=attempt.retry_delay,
                 error_class=attempt.error_class))  # type: ignore[arg-type]
 
-    def _release(self, lease: Lease) -> None:
-        self.leases.forget(lease)
+    def _release(self, leases: list[Lease]) -> None:
+        self.leases.forget(leases)
         with self._slots:
-            self._inflight -= 1
-            self._slots.notify_all()
+            self._inflight -= len(leases)
+            self._slots_changed()
 
     # -- lifecycle ---------------------------------------------------------------
 
