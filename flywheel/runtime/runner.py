@@ -56,7 +56,7 @@ from flywheel.events import (
     SupersedeEvent,
 )
 from flywheel.runtime.finalize import persist
-from flywheel.ids import new_id
+from flywheel.ids import new_id, new_ids
 from flywheel.runtime.leases import Lease, LeaseKeeper
 from flywheel.plugins import emit, has_observers, resolve
 from flywheel.runtime.workerpool import EventLoop, WorkerPool
@@ -307,8 +307,7 @@ class Runner:
             return False
         self._poll_recovered()
         if claimed:
-            for job, lease in claimed:
-                self._dispatch(job, lease)
+            self._dispatch(claimed)
             return False
         if until_empty:
             self.wait_idle()
@@ -389,11 +388,11 @@ class Runner:
         spare = self._spare_run_ids
         taken = spare[:count]
         del spare[:count]
-        return (*taken, *(new_id() for _ in range(count - len(taken))))
+        return (*taken, *new_ids(count - len(taken))) if count > len(taken) else tuple(taken)
 
-    def _dispatch(self, job: ClaimedJob, lease: Lease) -> None:
-        assert self._pool is not None and self._context is not None
-        self._pool.submit((job.priority, job.scheduled_at), self._execute, job, lease)
+    def _dispatch(self, claimed: list[tuple[ClaimedJob, Lease]]) -> None:
+        assert self._pool is not None
+        self._pool.submit([((job.priority, job.scheduled_at), self._execute, (job, lease)) for job, lease in claimed])
 
     def _execute(self, job: ClaimedJob, lease: Lease) -> None:
         if self._draining or self._stop.is_set():
