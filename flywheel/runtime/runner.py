@@ -319,8 +319,9 @@ class Runner:
 
     def _wait_for_slot(self, stop: threading.Event, deadline: float | None = None) -> int:
         # A slot frees when its worker returns, so the next claim overlaps the finaliser's
-        # commit; finished attempts awaiting that commit are capped at ``concurrency`` more.
-        # With prefetch, claims wait until half the buffer is used, so each claims a batch.
+        # commit; finished attempts awaiting that commit are capped at ``concurrency`` (or
+        # the prefetch target, if larger) more. With prefetch, claims wait until half the
+        # buffer is used, so each claims a batch.
         with self._slots:
             while not (stop.is_set() or self._stop.is_set()):
                 free = self._claimable()
@@ -336,7 +337,7 @@ class Runner:
         """How many jobs the claim loop should claim now (0: wait); called holding ``_slots``."""
         ahead = self._prefetch_target()
         held = self.concurrency + ahead
-        free = min(held - self._executing, held + self.concurrency - self._inflight)
+        free = min(held - self._executing, held + max(self.concurrency, ahead) - self._inflight)
         if free >= max(1, (ahead + 1) // 2) or (free > 0 and self._executing == 0):
             return free
         return 0
