@@ -8,7 +8,8 @@ import time
 
 _lock = threading.Lock()
 _MS_MASK = (1 << 48) - 1
-_RAND_MASK = (1 << 62) - 1
+#: the first hex digit of the variant group: 0b10 followed by two random bits
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 _last_ms = 0
 _seq = 0
 
@@ -35,11 +36,13 @@ def new_ids(count: int) -> list[str]:
             else:
                 _seq = int.from_bytes(os.urandom(2), "big") & 0x3FF  # leave headroom for the counter
             _last_ms = ms
-            stamps.append((ms & _MS_MASK) << 80 | 0x7 << 76 | _seq << 64 | 0b10 << 62)
-    noise = os.urandom(8 * count)
+            stamps.append((ms, _seq))
+    noise = os.urandom(8 * count).hex()
     ids = []
-    for i, stamp in enumerate(stamps):
-        value = stamp | int.from_bytes(noise[8 * i : 8 * i + 8], "big") & _RAND_MASK
-        h = f"{value:032x}"  # what str(uuid.UUID(int=value)) gives, without building the object
-        ids.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+    for i, (ms, seq) in enumerate(stamps):
+        # what str(uuid.UUID(int=value)) gives, without building the object: 48 bits of
+        # milliseconds, version 7, the 12-bit sequence, variant 0b10 and 62 random bits
+        t = f"{ms & _MS_MASK:012x}"
+        r = noise[16 * i : 16 * i + 16]
+        ids.append(f"{t[:8]}-{t[8:]}-7{seq:03x}-{_VARIANT[r[0]]}{r[1:4]}-{r[4:]}")
     return ids

@@ -36,6 +36,28 @@ logger = logging.getLogger("flywheel.runner")
 T = TypeVar("T")
 
 
+class CancelEvent(threading.Event):
+    """A ``threading.Event`` (``job.cancelled``) whose lock is made on first use.
+
+    Every attempt carries one, but few are ever set or waited on; ``is_set`` reads only the
+    flag, so most attempts never build the condition and lock an event costs.
+    """
+
+    _made = threading.Lock()
+
+    def __init__(self) -> None:  # not super().__init__(), which builds the condition at once
+        self._flag = False
+        self._lazy: threading.Condition | None = None
+
+    @property
+    def _cond(self) -> threading.Condition:  # type: ignore[override]
+        if self._lazy is None:
+            with CancelEvent._made:
+                if self._lazy is None:
+                    self._lazy = threading.Condition(threading.Lock())
+        return self._lazy
+
+
 @attrs.define(eq=False)
 class Lease:
     """An in-flight attempt's claim as the keeper tracks it (``run_id`` names the attempt)."""

@@ -57,7 +57,7 @@ from flywheel.events import (
 )
 from flywheel.runtime.finalize import persist
 from flywheel.ids import new_id, new_ids
-from flywheel.runtime.leases import Lease, LeaseKeeper
+from flywheel.runtime.leases import CancelEvent, Lease, LeaseKeeper
 from flywheel.plugins import emit, has_observers, resolve
 from flywheel.runtime.workerpool import EventLoop, WorkerPool
 
@@ -370,7 +370,7 @@ class Runner:
         )
         claimed = self.db.driver.claim(self.db, request)
         self._spare_run_ids.extend(request.run_ids[len(claimed):])  # unused: keep them for the next claim
-        pairs = [(job, Lease(job_id=job.id, token=job.lease_token, run_id=job.run_id, cancelled=threading.Event()))
+        pairs = [(job, Lease(job_id=job.id, token=job.lease_token, run_id=job.run_id, cancelled=CancelEvent()))
                  for job in claimed]
         if claimed:
             with self._slots:
