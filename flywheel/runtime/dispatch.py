@@ -217,6 +217,15 @@ def classify(services: AttemptServices, entry: Registered | None, job: Job[Any] 
 def _plan(services: AttemptServices, entry: Registered | None, claimed: ClaimedJob, job: Job[Any] | None,
           result: Result | None, error: BaseException | None, lease: Lease, started_at: datetime,
           finished_at: datetime, started: float) -> Attempt:
+    if error is None and result is None:  # work() returned None: transitions.succeeded, spelled out (hot path)
+        plan = FinalizePlan(
+            job_id=claimed.id, run_id=claimed.run_id, lease_token=claimed.lease_token, state=JobState.SUCCEEDED,
+            scheduled_at=None, finalized_at=finished_at, bump_max_attempts=False, outcome=RunOutcome.SUCCESS,
+            finished_at=finished_at, duration_ms=max(0, int((finished_at - started_at).total_seconds() * 1000)),
+            error_class=None, error_message=None, output_json=None, cost_micros=0,
+        )
+        return Attempt(claimed=claimed, plan=plan, lease=lease, error_class=None, error=None, retry_delay=None,
+                       duration=timedelta(seconds=time.monotonic() - started), started=started)
     output_json = follow_ups = None
     output = result.output if result is not None else failure_output(error)
     if output is not None or result is not None:
@@ -229,9 +238,7 @@ def _plan(services: AttemptServices, entry: Registered | None, claimed: ClaimedJ
             if error is None:
                 error = Permanent(f"the worker's result cannot be stored: {exc}")
     error_class = retry_delay = None
-    if error is None and result is None:  # work() returned None: the common case
-        transition = transitions.succeeded(finished_at)
-    elif isinstance(error, Cancel) or (error is None and result is not None and result.cancel):
+    if isinstance(error, Cancel) or (error is None and result is not None and result.cancel):
         transition = transitions.cancelled(finished_at)
     elif isinstance(error, Snooze) or (error is None and result is not None and result.snooze is not None):
         delay = error.delay if isinstance(error, Snooze) else result.snooze  # type: ignore[union-attr]
