@@ -147,6 +147,10 @@ class Runner:
         self._loop_lock = threading.Lock()
         self._context: contextvars.Context | None = None
         self._poll_failures = 0
+        #: jobs the last claim returned: the next asks for at most twice as many (at least
+        #: ``concurrency``), so a deep queue is claimed in big batches within a few round
+        #: trips while an idle runner's claims (each job's wake-up) stay small
+        self._last_claimed = 0
         self._running = False
 
     # -- public API --------------------------------------------------------------
@@ -301,7 +305,7 @@ class Runner:
         if free == 0:
             return False
         try:
-            claimed = self._claim(free)
+            claimed = self._claim(min(free, max(self.concurrency, 2 * self._last_claimed)))
         except Exception as exc:
             self._poll_failed(exc, stop, deadline)
             return False
@@ -369,6 +373,7 @@ class Runner:
             executor_id=self.executor_id, run_ids=self._run_ids(limit),
         )
         claimed = self.db.driver.claim(self.db, request)
+        self._last_claimed = len(claimed)
         self._spare_run_ids.extend(request.run_ids[len(claimed):])  # unused: keep them for the next claim
         pairs = [(job, Lease(job_id=job.id, token=job.lease_token, run_id=job.run_id, cancelled=CancelEvent()))
                  for job in claimed]
