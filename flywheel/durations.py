@@ -12,11 +12,11 @@ _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 
 def to_timedelta(value: timedelta | float | int | None, *, field: str = "duration") -> timedelta | None:
     """Normalise an API duration: None stays None, a number is seconds."""
-    from flywheel.errors import ValidationError
-
     if value is None or isinstance(value, timedelta):
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
+        from flywheel.errors import ValidationError  # here, not per call: dispatch calls this per job
+
         raise ValidationError(field, f"must be a timedelta or a number of seconds, not {value!r}")
     return timedelta(seconds=value)
 

@@ -8,7 +8,7 @@ import os
 MAX_DEFAULT_CONCURRENCY = 32
 #: the most jobs a runner claims beyond its busy workers unless told otherwise (measured:
 #: docs/benchmarks.md, "Prefetch and the default concurrency")
-DEFAULT_PREFETCH = 32
+DEFAULT_PREFETCH = 256
 
 
 def default_concurrency() -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import traceback
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -27,13 +27,17 @@ from flywheel.enums import ErrorClass, JobState, RunOutcome
 from flywheel.errors import FlywheelError, UnknownKind, ValidationError
 from flywheel.jobs import Cancel, FollowUp, InsertOpts, Job, Permanent, Result, Snooze
 from flywheel.plugins import classify_error, emit
+from flywheel.events import JobEvent
 from flywheel.storage.sanitize import clean_error
 from flywheel.serde import dump_args, dumps_json, load_args, normalise_json_payload
 
 if TYPE_CHECKING:
-    from flywheel.runtime.leases import Lease
-    from flywheel.registry import Registered
-    from flywheel.runtime.runner import Runner
+    import pluggy
+
+    from flywheel.registry import Registered, Registry
+    from flywheel.runtime.leases import Lease, LeaseKeeper
+    from flywheel.runtime.workerpool import EventLoop
+    from flywheel.storage.db import Database
 
 ERROR_MESSAGE_LIMIT = 4096
 job_logger = logging.getLogger("flywheel.jobs")
@@ -41,6 +45,28 @@ job_logger = logging.getLogger("flywheel.jobs")
 
 class InvalidJob(FlywheelError):
     """The job cannot be run as stored: unknown or missing kind, or args that do not decode."""
+
+
+@attrs.frozen(kw_only=True)
+class AttemptServices:
+    """What running and finalising an attempt needs from its runner, built once per run.
+
+    Dispatch and finalisation read these instead of reaching back into the runner, so
+    what an attempt depends on is written down in one place.
+    """
+
+    db: Database
+    registry: Registry
+    pm: pluggy.PluginManager
+    #: the run's lease keeper (a runner starts a fresh one per run)
+    leases: LeaseKeeper
+    #: the runner's event loop for ``async def`` workers, started on first use
+    event_loop: Callable[[], EventLoop]
+    log: logging.Logger
+    lease: timedelta
+    default_timeout: timedelta | None
+    retry_backoff_base: timedelta
+    max_retry_backoff: timedelta
 
 
 @attrs.frozen(kw_only=True)
@@ -57,21 +83,26 @@ class Attempt:
     started: float
 
 
-def execute(runner: Runner, claimed: ClaimedJob, lease: Lease) -> Attempt:
-    """Run one attempt to its end and return what its finalisation must write."""
+def execute(services: AttemptServices, claimed: ClaimedJob, lease: Lease, started_at: datetime) -> Attempt:
+    """Run one attempt to its end and return what its finalisation must write.
+
+    ``started_at`` is when the attempt began (its claim, or later for a prefetched one):
+    its timeout and recorded duration count from it.
+    """
     started = time.monotonic()
+    entry = services.registry.find(claimed.kind) if claimed.kind else None
     job: Job[Any] | None = None
     result: Result | None = None
     error: BaseException | None = None
     try:
-        entry, args = _resolve(runner, claimed)
-        job = _job(runner, claimed, args, lease)
-        deadline = _deadline(runner, entry, job, claimed)
+        args = _resolve(entry, claimed)
+        job = _job(claimed, args, lease)
+        deadline = _deadline(services, entry, job, claimed, started_at)  # type: ignore[arg-type] - resolved
         if deadline is not None:
             job = attrs.evolve(job, deadline=deadline)
-            runner.leases.set_deadline(lease, deadline)
-        emit(runner.pm, "flywheel_on_start", event=runner.job_event(claimed))
-        result = _call(runner, entry, job, deadline)
+            services.leases.set_deadline(lease, deadline)
+        emit(services.pm, "flywheel_on_start", event=job_event(claimed))
+        result = _call(services, entry, job, deadline)  # type: ignore[arg-type] - resolved
     except BaseException as exc:  # noqa: BLE001 - every failure of a worker is an attempt outcome
         if isinstance(exc, KeyboardInterrupt):
             raise
@@ -79,22 +110,22 @@ def execute(runner: Runner, claimed: ClaimedJob, lease: Lease) -> Attempt:
     finished_at = clock.now()
     if error is None and lease.timed_out:
         error = JobTimeout(f"job ran past its timeout (deadline {lease.deadline})")
-    return _plan(runner, claimed, job, result, error, lease, finished_at, started)
+    return _plan(services, entry, claimed, job, result, error, lease, started_at, finished_at, started)
 
 
-def _resolve(runner: Runner, claimed: ClaimedJob) -> tuple[Registered, Any]:
+def _resolve(entry: Registered | None, claimed: ClaimedJob) -> Any:
+    """``claimed``'s args decoded for its worker (``entry``: the worker registered for its kind)."""
     if not claimed.kind:
         raise InvalidJob("jobs: the job has no kind")
-    entry = runner.registry.find(claimed.kind)
     if entry is None:
         raise InvalidJob(str(UnknownKind(claimed.kind)))
     try:
-        return entry, load_args(claimed.args, entry.args_type)
+        return load_args(claimed.args, entry.args_type)
     except Exception as exc:
         raise InvalidJob(f"jobs: decode args for kind {claimed.kind!r}: {describe_decode_error(exc)}") from exc
 
 
-def _job(runner: Runner, claimed: ClaimedJob, args: Any, lease: Lease) -> Job[Any]:
+def _job(claimed: ClaimedJob, args: Any, lease: Lease) -> Job[Any]:
     request_id = claimed.metadata.get("request_id")
     extra = {"job_id": claimed.id, "kind": claimed.kind, "attempt": claimed.attempt, "run_id": claimed.run_id,
              "request_id": request_id}
@@ -107,23 +138,25 @@ def _job(runner: Runner, claimed: ClaimedJob, args: Any, lease: Lease) -> Job[An
     )
 
 
-def _deadline(runner: Runner, entry: Registered, job: Job[Any], claimed: ClaimedJob) -> datetime | None:
+def _deadline(services: AttemptServices, entry: Registered, job: Job[Any], claimed: ClaimedJob,
+              started_at: datetime) -> datetime | None:
     if claimed.timeout_ms:
         timeout: timedelta | None = timedelta(milliseconds=claimed.timeout_ms)
     else:
-        timeout = to_timedelta(entry.call("timeout", job), field="timeout") or runner.default_timeout
+        timeout = to_timedelta(entry.call("timeout", job), field="timeout") or services.default_timeout
     if timeout is None or timeout.total_seconds() <= 0:
         return None
-    return claimed.started_at + timeout
+    return started_at + timeout
 
 
-def _call(runner: Runner, entry: Registered, job: Job[Any], deadline: datetime | None) -> Result | None:
+def _call(services: AttemptServices, entry: Registered, job: Job[Any],
+          deadline: datetime | None) -> Result | None:
     with request_id_scope(job.request_id):
         if not entry.is_async:
             outcome = entry.worker.work(job)
         else:
             seconds = None if deadline is None else max(0.0, (deadline - clock.now()).total_seconds())
-            outcome = runner.event_loop().run(_with_timeout(entry.worker.work(job), seconds, job.request_id))
+            outcome = services.event_loop().run(_with_timeout(entry.worker.work(job), seconds, job.request_id))
             if isinstance(outcome, _Exited):
                 raise outcome.error
     if outcome is not None and not isinstance(outcome, Result):
@@ -158,7 +191,7 @@ class JobTimeout(TimeoutError):
     """An attempt ran past its timeout."""
 
 
-def classify(runner: Runner, entry: Registered | None, job: Job[Any] | None, error: BaseException,
+def classify(services: AttemptServices, entry: Registered | None, job: Job[Any] | None, error: BaseException,
              lease: Lease) -> ErrorClass:
     """Permanent and invalid jobs first, then the worker's ``classify``, then plugins, then transient."""
     if isinstance(error, InvalidJob):
@@ -172,28 +205,38 @@ def classify(runner: Runner, entry: Registered | None, job: Job[Any] | None, err
             if source == "worker":
                 verdict = None if entry is None else entry.call("classify", error)
             else:
-                verdict = None if job is None else classify_error(runner.pm, error, job)
+                verdict = None if job is None else classify_error(services.pm, error, job)
             if verdict is not None:
                 return ErrorClass(verdict)
         except Exception:  # a broken classifier must not leave the attempt unfinalised
-            runner.log.exception("jobs: the %s classifier failed for job %s; trying the next", source,
-                                 None if job is None else job.id)
+            services.log.exception("jobs: the %s classifier failed for job %s; trying the next", source,
+                                   None if job is None else job.id)
     return ErrorClass.TRANSIENT
 
 
-def _plan(runner: Runner, claimed: ClaimedJob, job: Job[Any] | None, result: Result | None,
-          error: BaseException | None, lease: Lease, finished_at: datetime, started: float) -> Attempt:
-    entry = runner.registry.find(claimed.kind) if claimed.kind else None
+def _plan(services: AttemptServices, entry: Registered | None, claimed: ClaimedJob, job: Job[Any] | None,
+          result: Result | None, error: BaseException | None, lease: Lease, started_at: datetime,
+          finished_at: datetime, started: float) -> Attempt:
+    if error is None and result is None:  # work() returned None: transitions.succeeded, spelled out (hot path)
+        plan = FinalizePlan(
+            job_id=claimed.id, run_id=claimed.run_id, lease_token=claimed.lease_token, state=JobState.SUCCEEDED,
+            scheduled_at=None, finalized_at=finished_at, bump_max_attempts=False, outcome=RunOutcome.SUCCESS,
+            finished_at=finished_at, duration_ms=max(0, int((finished_at - started_at).total_seconds() * 1000)),
+            error_class=None, error_message=None, output_json=None, cost_micros=0,
+        )
+        return Attempt(claimed=claimed, plan=plan, lease=lease, error_class=None, error=None, retry_delay=None,
+                       duration=timedelta(seconds=time.monotonic() - started), started=started)
     output_json = follow_ups = None
     output = result.output if result is not None else failure_output(error)
-    try:
-        output_json = None if output is None else dumps_json(output, field="output")
-        if error is None and result is not None:
-            follow_ups = tuple(_follow_up_rows(claimed, result.follow_ups, finished_at))
-    except Exception as exc:  # a worker bug: it returned something unstorable
-        output_json = None
-        if error is None:
-            error = Permanent(f"the worker's result cannot be stored: {exc}")
+    if output is not None or result is not None:
+        try:
+            output_json = None if output is None else dumps_json(output, field="output")
+            if error is None and result is not None:
+                follow_ups = tuple(_follow_up_rows(claimed, result.follow_ups, finished_at))
+        except Exception as exc:  # a worker bug: it returned something unstorable
+            output_json = None
+            if error is None:
+                error = Permanent(f"the worker's result cannot be stored: {exc}")
     error_class = retry_delay = None
     if isinstance(error, Cancel) or (error is None and result is not None and result.cancel):
         transition = transitions.cancelled(finished_at)
@@ -201,8 +244,8 @@ def _plan(runner: Runner, claimed: ClaimedJob, job: Job[Any] | None, result: Res
         delay = error.delay if isinstance(error, Snooze) else result.snooze  # type: ignore[union-attr]
         transition = transitions.snoozed(finished_at, delay or timedelta(0))
     elif error is not None:
-        error_class = classify(runner, entry, job, error, lease)
-        retry_delay = _retry_delay(runner, entry, job, claimed, error)
+        error_class = classify(services, entry, job, error, lease)
+        retry_delay = _retry_delay(services, entry, job, claimed, error)
         transition = transitions.failed(finished_at, attempt=claimed.attempt, max_attempts=claimed.max_attempts,
                                         error_class=error_class, retry_delay=retry_delay)
     else:
@@ -213,13 +256,13 @@ def _plan(runner: Runner, claimed: ClaimedJob, job: Job[Any] | None, result: Res
         job_id=claimed.id, run_id=claimed.run_id, lease_token=claimed.lease_token, state=transition.state,
         scheduled_at=transition.scheduled_at, finalized_at=transition.finalized_at,
         bump_max_attempts=transition.bump_max_attempts, outcome=transition.outcome, finished_at=finished_at,
-        duration_ms=max(0, int((finished_at - claimed.started_at).total_seconds() * 1000)),
+        duration_ms=max(0, int((finished_at - started_at).total_seconds() * 1000)),
         error_class=None if error_class is None else error_class.value, error_message=message,
         output_json=output_json, cost_micros=0 if result is None else int(result.cost_micros),
-        follow_ups=follow_ups if transition.state.value == "succeeded" and follow_ups else (),
+        follow_ups=follow_ups if transition.state is JobState.SUCCEEDED and follow_ups else (),
     )
     return Attempt(claimed=claimed, plan=plan, lease=lease, error_class=error_class, error=failure,
-                   retry_delay=retry_delay if transition.state.value == "retryable" else None,
+                   retry_delay=retry_delay if transition.state is JobState.RETRYABLE else None,
                    duration=timedelta(seconds=time.monotonic() - started), started=started)
 
 
@@ -248,17 +291,17 @@ def unstorable(attempt: Attempt, failure: BaseException) -> Attempt:
     return attrs.evolve(attempt, plan=plan, error_class=ErrorClass(error_class), error=failure, retry_delay=None)
 
 
-def _retry_delay(runner: Runner, entry: Registered | None, job: Job[Any] | None, claimed: ClaimedJob,
+def _retry_delay(services: AttemptServices, entry: Registered | None, job: Job[Any] | None, claimed: ClaimedJob,
                  error: BaseException) -> timedelta:
     if entry is not None and job is not None:
         try:
             custom = to_timedelta(entry.call("next_retry", job, error), field="next_retry")
         except Exception:  # a broken next_retry falls back to the runner's backoff
-            runner.log.exception("jobs: next_retry failed for job %s; using the default backoff", job.id)
+            services.log.exception("jobs: next_retry failed for job %s; using the default backoff", job.id)
             custom = None
         if custom is not None and custom.total_seconds() > 0:
             return custom
-    return transitions.backoff(claimed.attempt, runner.retry_backoff_base, runner.max_retry_backoff)
+    return transitions.backoff(claimed.attempt, services.retry_backoff_base, services.max_retry_backoff)
 
 
 def _follow_up_rows(parent: ClaimedJob, follow_ups: list[FollowUp], now: datetime) -> list[dict[str, Any]]:
@@ -305,5 +348,7 @@ def error_text(error: BaseException) -> str:
     return clean_error(text) or ""
 
 
-def error_traceback(error: BaseException) -> str:
-    return "".join(traceback.format_exception(error))[-ERROR_MESSAGE_LIMIT:]
+def job_event(claimed: ClaimedJob) -> JobEvent:
+    """The ``flywheel_on_start`` event of ``claimed``'s attempt."""
+    return JobEvent(job_id=claimed.id, run_id=claimed.run_id, kind=claimed.kind, queue=claimed.queue,
+                    attempt=claimed.attempt)

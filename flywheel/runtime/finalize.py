@@ -12,14 +12,11 @@ poison outcome can neither block the finaliser nor leave its job ``running``.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from flywheel.runtime.dispatch import Attempt, unstorable
 from flywheel.errors import one_line
+from flywheel.runtime.dispatch import Attempt, AttemptServices, unstorable
 from flywheel.runtime.leases import distinct_jobs
-
-if TYPE_CHECKING:
-    from flywheel.runtime.runner import Runner
 
 #: tries of one driver call (a group or a single plan) on transient errors before moving on
 FINALIZE_TRIES = 4
@@ -27,13 +24,13 @@ FINALIZE_TRIES = 4
 Persisted = tuple[Attempt, Any] | None  # (the attempt as recorded, its FinalizeResult), None: given up
 
 
-def persist(runner: Runner, group: list[Attempt]) -> list[Persisted]:
+def persist(services: AttemptServices, group: list[Attempt]) -> list[Persisted]:
     """Commit ``group``; what fails is retried alone, after the rest committed."""
     results: dict[int, Persisted] = {}
     failed: list[tuple[int, BaseException]] = []
     for batch in distinct_jobs(list(range(len(group))), lambda i: group[i].claimed.id):
         try:
-            committed = commit(runner, [group[i] for i in batch])
+            committed = commit(services, [group[i] for i in batch])
         except Exception as exc:
             failed += [(i, exc) for i in batch]
             continue
@@ -42,28 +39,27 @@ def persist(runner: Runner, group: list[Attempt]) -> list[Persisted]:
     for i, exc in failed:
         if len(failed) > 1:  # alone now: the others' plans do not hold it up
             try:
-                results[i] = (group[i], commit(runner, [group[i]])[0])
+                results[i] = (group[i], commit(services, [group[i]])[0])
                 continue
             except Exception as again:
                 exc = again
-        if runner.db.driver.is_transient(exc):
+        if services.db.driver.is_transient(exc):
             stubborn.append(i)
         else:
-            results[i] = _persist_unstorable(runner, group[i], exc)
+            results[i] = _persist_unstorable(services, group[i], exc)
     for i in stubborn:
-        results[i] = _persist_stubborn(runner, group[i])
+        results[i] = _persist_stubborn(services, group[i])
     return [results.get(i) for i in range(len(group))]
 
 
-def commit(runner: Runner, attempts: list[Attempt], tries: int = FINALIZE_TRIES) -> list[Any]:
+def commit(services: AttemptServices, attempts: list[Attempt], tries: int = FINALIZE_TRIES) -> list[Any]:
     """One driver finalisation, retried a few times (short pauses) on transient errors."""
-    db = runner.db
+    db = services.db
     for attempt in range(tries):
         try:
-            with runner.leases.write_lock:  # no renewal runs meanwhile; committed leases are not renewed
+            with services.leases.write_lock:  # no renewal runs meanwhile; committed leases are not renewed
                 results = list(db.driver.finalize(db, [a.plan for a in attempts]))
-                for committed in attempts:
-                    runner.leases.forget(committed.lease)
+                services.leases.forget([committed.lease for committed in attempts])
                 return results
         except Exception as exc:
             if not db.driver.is_transient(exc) or attempt == tries - 1:
@@ -73,7 +69,7 @@ def commit(runner: Runner, attempts: list[Attempt], tries: int = FINALIZE_TRIES)
     raise AssertionError("unreachable")
 
 
-def _persist_stubborn(runner: Runner, attempt: Attempt) -> Persisted:
+def _persist_stubborn(services: AttemptServices, attempt: Attempt) -> Persisted:
     """A finalisation failing transiently (database busy or away): retry while its lease holds.
 
     The lease keeper renews it meanwhile; once a renewal finds it gone, or none has
@@ -82,28 +78,28 @@ def _persist_stubborn(runner: Runner, attempt: Attempt) -> Persisted:
     lease, delay = attempt.lease, 0.2
     while True:
         try:
-            return attempt, commit(runner, [attempt], tries=1)[0]
+            return attempt, commit(services, [attempt], tries=1)[0]
         except Exception as exc:
-            if not runner.db.driver.is_transient(exc):
-                return _persist_unstorable(runner, attempt, exc)
-            if lease.lost or time.monotonic() - lease.renewed >= runner.lease.total_seconds():
-                runner.log.error("jobs: finalize of job %s failed; the sweep will recover it: %s",
+            if not services.db.driver.is_transient(exc):
+                return _persist_unstorable(services, attempt, exc)
+            if lease.lost or time.monotonic() - lease.renewed >= services.lease.total_seconds():
+                services.log.error("jobs: finalize of job %s failed; the sweep will recover it: %s",
                                  attempt.claimed.id, one_line(exc))
                 return None
-            runner.db.driver.reset_connection(runner.db)
+            services.db.driver.reset_connection(services.db)
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
 
 
-def _persist_unstorable(runner: Runner, attempt: Attempt, failure: BaseException) -> Persisted:
+def _persist_unstorable(services: AttemptServices, attempt: Attempt, failure: BaseException) -> Persisted:
     """Record an attempt the database refuses as an ``error`` naming the refusal."""
-    runner.log.error("jobs: the outcome of job %s (run %s) cannot be stored; recording an error instead: %s",
+    services.log.error("jobs: the outcome of job %s (run %s) cannot be stored; recording an error instead: %s",
                      attempt.claimed.id, attempt.claimed.run_id, one_line(failure))
-    runner.db.driver.reset_connection(runner.db)
+    services.db.driver.reset_connection(services.db)
     fallback = unstorable(attempt, failure)
     try:
-        return fallback, commit(runner, [fallback])[0]
+        return fallback, commit(services, [fallback])[0]
     except Exception as exc:
-        runner.log.error("jobs: recording the error of job %s failed too; the sweep will recover it: %s",
+        services.log.error("jobs: recording the error of job %s failed too; the sweep will recover it: %s",
                          attempt.claimed.id, one_line(exc))
         return None

@@ -36,6 +36,28 @@ logger = logging.getLogger("flywheel.runner")
 T = TypeVar("T")
 
 
+class CancelEvent(threading.Event):
+    """A ``threading.Event`` (``job.cancelled``) whose lock is made on first use.
+
+    Every attempt carries one, but few are ever set or waited on; ``is_set`` reads only the
+    flag, so most attempts never build the condition and lock an event costs.
+    """
+
+    _made = threading.Lock()
+
+    def __init__(self) -> None:  # not super().__init__(), which builds the condition at once
+        self._flag = False
+        self._lazy: threading.Condition | None = None
+
+    @property
+    def _cond(self) -> threading.Condition:  # type: ignore[override]
+        if self._lazy is None:
+            with CancelEvent._made:
+                if self._lazy is None:
+                    self._lazy = threading.Condition(threading.Lock())
+        return self._lazy
+
+
 @attrs.define(eq=False)
 class Lease:
     """An in-flight attempt's claim as the keeper tracks it (``run_id`` names the attempt)."""
@@ -80,9 +102,10 @@ class LeaseKeeper:
         self._thread: threading.Thread | None = None
         self._failures = 0
 
-    def track(self, lease: Lease) -> None:
+    def track(self, leases: Sequence[Lease]) -> None:
         with self.lock:
-            self._leases[lease.key] = lease
+            for lease in leases:
+                self._leases[lease.key] = lease
 
     def set_deadline(self, lease: Lease, deadline: datetime | None) -> None:
         with self.lock:
@@ -124,10 +147,11 @@ class LeaseKeeper:
             lease.started = True
             return "start"
 
-    def forget(self, lease: Lease) -> None:
+    def forget(self, leases: Sequence[Lease]) -> None:
         with self.lock:
-            if self._leases.get(lease.key) is lease:
-                del self._leases[lease.key]
+            for lease in leases:
+                if self._leases.get(lease.key) is lease:
+                    del self._leases[lease.key]
 
     def all(self) -> list[Lease]:
         with self.lock:

@@ -37,8 +37,6 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-import attrs
-
 from flywheel import clock
 from flywheel.runtime.defaults import (  # noqa: F401 - re-exported: the runner's defaults
     DEFAULT_CONCURRENCY,
@@ -46,7 +44,7 @@ from flywheel.runtime.defaults import (  # noqa: F401 - re-exported: the runner'
     MAX_DEFAULT_CONCURRENCY,
     default_concurrency,
 )
-from flywheel.runtime.dispatch import Attempt, execute
+from flywheel.runtime.dispatch import Attempt, AttemptServices, execute
 from flywheel.storage.driver import ClaimedJob, ClaimRequest
 from flywheel.durations import remaining, require_timedelta, to_timedelta
 from flywheel.enums import JobState
@@ -54,13 +52,12 @@ from flywheel.errors import ValidationError, one_line
 from flywheel.events import (
     ClaimEvent,
     FinishEvent,
-    JobEvent,
     RetryEvent,
     SupersedeEvent,
 )
 from flywheel.runtime.finalize import persist
-from flywheel.ids import new_id
-from flywheel.runtime.leases import Lease, LeaseKeeper
+from flywheel.ids import new_id, new_ids
+from flywheel.runtime.leases import CancelEvent, Lease, LeaseKeeper
 from flywheel.plugins import emit, has_observers, resolve
 from flywheel.runtime.workerpool import EventLoop, WorkerPool
 
@@ -74,7 +71,6 @@ FINALIZE_GROUP = 64
 #: a runner prefetches only the jobs its workers are expected to start within this long
 #: at their recent pace, so slow jobs are never hoarded away from other runners
 PREFETCH_HORIZON = 0.1  # seconds
-
 
 MAX_POLL_BACKOFF = timedelta(seconds=30)
 #: at most this long (or one lease) to commit attempts that returned before a deadline
@@ -145,11 +141,16 @@ class Runner:
         self._runs_written = 0
         self._finished: queue.SimpleQueue[Attempt | None] = queue.SimpleQueue()  # a new one per start
         self._pool: WorkerPool | None = None
+        self._services = self._attempt_services()  # rebuilt by each start (its lease keeper is new)
         self._finalizer: threading.Thread | None = None
         self._loop: EventLoop | None = None
         self._loop_lock = threading.Lock()
         self._context: contextvars.Context | None = None
         self._poll_failures = 0
+        #: jobs the last claim returned: the next asks for at most twice as many (at least
+        #: ``concurrency``), so a deep queue is claimed in big batches within a few round
+        #: trips while an idle runner's claims (each job's wake-up) stay small
+        self._last_claimed = 0
         self._running = False
 
     # -- public API --------------------------------------------------------------
@@ -304,14 +305,13 @@ class Runner:
         if free == 0:
             return False
         try:
-            claimed = self._claim(free)
+            claimed = self._claim(min(free, max(self.concurrency, 2 * self._last_claimed)))
         except Exception as exc:
             self._poll_failed(exc, stop, deadline)
             return False
         self._poll_recovered()
         if claimed:
-            for job, lease in claimed:
-                self._dispatch(job, lease)
+            self._dispatch(claimed)
             return False
         if until_empty:
             self.wait_idle()
@@ -323,21 +323,38 @@ class Runner:
 
     def _wait_for_slot(self, stop: threading.Event, deadline: float | None = None) -> int:
         # A slot frees when its worker returns, so the next claim overlaps the finaliser's
-        # commit; finished attempts awaiting that commit are capped at ``concurrency`` more.
-        # With prefetch, claims wait until half the buffer is used, so each claims a batch.
+        # commit; finished attempts awaiting that commit are capped at ``concurrency`` (or
+        # the prefetch target, if larger) more. With prefetch, claims wait until half the
+        # buffer is used, so each claims a batch.
         with self._slots:
             while not (stop.is_set() or self._stop.is_set()):
-                ahead = self._prefetch_target()
-                held = self.concurrency + ahead
-                limit = held + self.concurrency
-                free = min(held - self._executing, limit - self._inflight)
-                if free >= max(1, (ahead + 1) // 2) or (free > 0 and self._executing == 0):
+                free = self._claimable()
+                if free:
                     return free
                 left = remaining(deadline)
                 if left == 0:
                     return 0
                 self._slots.wait(0.5 if left is None else min(0.5, left))
             return 0
+
+    def _claimable(self) -> int:
+        """How many jobs the claim loop should claim now (0: wait); called holding ``_slots``."""
+        ahead = self._prefetch_target()
+        held = self.concurrency + ahead
+        free = min(held - self._executing, held + max(self.concurrency, ahead) - self._inflight)
+        if free >= max(1, (ahead + 1) // 2) or (free > 0 and self._executing == 0):
+            return free
+        return 0
+
+    def _slots_changed(self) -> None:
+        """Wake the waiters on ``_slots`` if what they wait for holds; called holding it.
+
+        Workers and the finaliser change the counts once or twice per job; waking the
+        claim loop each time to find it has nothing to claim yet would cost a thread
+        switch per change.
+        """
+        if self._inflight == 0 or self._claimable():
+            self._slots.notify_all()
 
     def _prefetch_target(self) -> int:
         """Jobs to hold beyond the busy workers now: those they would start within the horizon."""
@@ -356,16 +373,16 @@ class Runner:
             executor_id=self.executor_id, run_ids=self._run_ids(limit),
         )
         claimed = self.db.driver.claim(self.db, request)
+        self._last_claimed = len(claimed)
         self._spare_run_ids.extend(request.run_ids[len(claimed):])  # unused: keep them for the next claim
-        pairs = [(job, Lease(job_id=job.id, token=job.lease_token, run_id=job.run_id, cancelled=threading.Event()))
+        pairs = [(job, Lease(job_id=job.id, token=job.lease_token, run_id=job.run_id, cancelled=CancelEvent()))
                  for job in claimed]
         if claimed:
             with self._slots:
                 self._inflight += len(claimed)
                 self._executing += len(claimed)
                 self._runs_written += len(claimed)
-            for _, lease in pairs:
-                self.leases.track(lease)
+            self.leases.track([lease for _, lease in pairs])
             if has_observers(self.pm, "flywheel_on_claim"):
                 emit(self.pm, "flywheel_on_claim", event=ClaimEvent(
                     executor_class=self.executor_class, queues=self.queues, claimed=len(claimed),
@@ -377,11 +394,11 @@ class Runner:
         spare = self._spare_run_ids
         taken = spare[:count]
         del spare[:count]
-        return (*taken, *(new_id() for _ in range(count - len(taken))))
+        return (*taken, *new_ids(count - len(taken))) if count > len(taken) else tuple(taken)
 
-    def _dispatch(self, job: ClaimedJob, lease: Lease) -> None:
-        assert self._pool is not None and self._context is not None
-        self._pool.submit((job.priority, job.scheduled_at), self._execute, job, lease)
+    def _dispatch(self, claimed: list[tuple[ClaimedJob, Lease]]) -> None:
+        assert self._pool is not None
+        self._pool.submit([((job.priority, job.scheduled_at), self._execute, (job, lease)) for job, lease in claimed])
 
     def _execute(self, job: ClaimedJob, lease: Lease) -> None:
         if self._draining or self._stop.is_set():
@@ -391,16 +408,16 @@ class Runner:
             if verdict == "drop":  # its lease may lapse before it is done: hand it back unstarted
                 self._hand_back(lease)
             return
-        if self.prefetch:  # its timeout and duration count from now, not from its claim
-            job = attrs.evolve(job, started_at=clock.now())
+        # its timeout and duration count from now, not from its claim (it may have been prefetched)
+        started_at = clock.now() if self.prefetch else job.started_at
         try:
-            attempt = execute(self, job, lease)
+            attempt = execute(self._services, job, lease, started_at)
         except BaseException:  # never lose a slot: an unexpected bug leaves the job to the sweep
             self.log.exception("jobs: dispatch of job %s failed; the sweep will recover it", job.id)
             if self.leases.returned(lease):
                 lease.renew = False
                 self._work_done()
-                self._release(lease)
+                self._release([lease])
             return
         if not self.leases.returned(lease):  # released (drain or timeout): its verdict is recorded
             return
@@ -423,7 +440,7 @@ class Runner:
             if seconds is not None:
                 self._pace = seconds if self._pace is None else 0.8 * self._pace + 0.2 * seconds
             self._executing -= 1
-            self._slots.notify_all()
+            self._slots_changed()
 
     def _claim_would_find_work(self) -> bool:
         executor = None if self.claim_any_class else self.executor_class
@@ -491,13 +508,13 @@ class Runner:
         # The group's leases are renewed until its commit: a slow or retried commit
         # must not let the sweep hand finished work to another runner.
         started = time.monotonic()
-        results = persist(self, group)
+        results = persist(self._services, group)
         elapsed = timedelta(seconds=time.monotonic() - started)
         for attempt, result in zip(group, results, strict=True):
             if result is not None:
                 final, outcome = result
                 self._report(final, outcome.superseded, elapsed)
-            self._release(attempt.lease)
+        self._release([attempt.lease for attempt in group])
 
     def _report(self, attempt: Attempt, superseded: bool, finalize_duration: timedelta) -> None:
         claimed, plan = attempt.claimed, attempt.plan
@@ -521,15 +538,11 @@ class Runner:
                 attempt=claimed.attempt, next_attempt=claimed.attempt + 1, delay=attempt.retry_delay,
                 error_class=attempt.error_class))  # type: ignore[arg-type]
 
-    def _release(self, lease: Lease) -> None:
-        self.leases.forget(lease)
+    def _release(self, leases: list[Lease]) -> None:
+        self.leases.forget(leases)
         with self._slots:
-            self._inflight -= 1
-            self._slots.notify_all()
-
-    def job_event(self, claimed: ClaimedJob) -> JobEvent:
-        return JobEvent(job_id=claimed.id, run_id=claimed.run_id, kind=claimed.kind, queue=claimed.queue,
-                        attempt=claimed.attempt)
+            self._inflight -= len(leases)
+            self._slots_changed()
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -540,12 +553,20 @@ class Runner:
         self._draining = False
         self._stop.clear()
         self._context = contextvars.copy_context()
+        self._services = self._attempt_services()
         self._pool = WorkerPool(self.concurrency, self._context)
         self._finished = queue.SimpleQueue()
         self._finalizer = threading.Thread(target=self._context.copy().run, args=(self._finalize_loop, self._finished),
                                            name="flywheel-finalizer", daemon=True)
         self._finalizer.start()
         self.leases.start(self._context.copy())
+
+    def _attempt_services(self) -> AttemptServices:
+        return AttemptServices(
+            db=self.db, registry=self.registry, pm=self.pm, leases=self.leases, event_loop=self.event_loop,
+            log=self.log, lease=self.lease, default_timeout=self.default_timeout,
+            retry_backoff_base=self.retry_backoff_base, max_retry_backoff=self.max_retry_backoff,
+        )
 
     def _shutdown(self, deadline: float | None = None) -> None:
         """Wait for in-flight work (up to ``deadline``), then stop the runner's threads.

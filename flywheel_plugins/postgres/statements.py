@@ -143,7 +143,7 @@ def renew_sql(*, db_clock: bool) -> str:
 #: :func:`plan_arrays`; the ``jobs`` update only touches rows still running under the
 #: attempt's own lease token, and returns the ids it changed (the others were superseded:
 #: cancelled, retried or swept while the attempt ran). Superseded attempts still write their
-#: own run row. Matches the SQLite driver's ``finalize_job``/``finalize_run`` column for column.
+#: own run row. Matches the SQLite driver's ``fence_jobs``/``record_runs`` column for column.
 _PLAN_CTE = """
 plan AS (
     SELECT * FROM unnest(

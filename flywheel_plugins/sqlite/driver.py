@@ -234,20 +234,33 @@ class SQLiteDriver(PeeweeDriver):
         return held
 
     def finalize(self, db: Database, plans: Sequence[FinalizePlan]) -> list[FinalizeResult]:
+        """A group's outcomes in one transaction: its jobs fenced in one statement, its follow-ups
+        inserted for the attempts that were current, its run rows written in one more."""
+        current: set[str] = set()
+        children: dict[str, int] = {}
         with db.atomic():
-            return [self._finalize_one(db, plan) for plan in plans]
-
-    def _finalize_one(self, db: Database, plan: FinalizePlan) -> FinalizeResult:
-        statement = statements.finalize_job(plan.scheduled_at is not None, plan.finalized_at is not None,
-                                            plan.bump_max_attempts)
-        superseded = db.pw.execute_sql(statement, statements.finalize_job_params(plan)).rowcount == 0
-        children = 0
-        if not superseded and plan.follow_ups:
-            for start in range(0, len(plan.follow_ups), self.chunk_size):
-                children += len(self.insert_jobs(db, plan.follow_ups[start : start + self.chunk_size]))
-            self.notify(db, {row["queue"] for row in plan.follow_ups})
-        db.pw.execute_sql(statements.finalize_run(superseded), statements.finalize_run_params(plan, children))
-        return FinalizeResult(job_id=plan.job_id, superseded=superseded, enqueued_children=children)
+            for start in range(0, len(plans), statements.FINALIZE_CHUNK):
+                chunk = plans[start : start + statements.FINALIZE_CHUNK]
+                rows = statements.padded(len(chunk))
+                cursor = db.pw.execute_sql(statements.fence_jobs(rows), statements.fence_jobs_params(chunk, rows))
+                current.update(row[0] for row in cursor.fetchall())
+            queues: set[str] = set()
+            for plan in plans:
+                if plan.follow_ups and plan.job_id in current:
+                    count = 0
+                    for start in range(0, len(plan.follow_ups), self.chunk_size):
+                        count += len(self.insert_jobs(db, plan.follow_ups[start : start + self.chunk_size]))
+                    children[plan.run_id] = count
+                    queues.update(row["queue"] for row in plan.follow_ups)
+            if queues:
+                self.notify(db, queues)
+            for start in range(0, len(plans), statements.FINALIZE_CHUNK):
+                chunk = plans[start : start + statements.FINALIZE_CHUNK]
+                rows = statements.padded(len(chunk))
+                db.pw.execute_sql(statements.record_runs(rows),
+                                  statements.record_runs_params(chunk, current, children, rows))
+        return [FinalizeResult(job_id=plan.job_id, superseded=plan.job_id not in current,
+                               enqueued_children=children.get(plan.run_id, 0)) for plan in plans]
 
     def sweep_batch(self, db: Database, now: datetime, batch_size: int) -> SweepResult:
         """Select then update in one write transaction: no other writer can touch the batch between."""

@@ -14,6 +14,7 @@ like instead (see ``flywheel_plugins.postgres.statements``).
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 from flywheel.storage.driver import CLAIM_RETURNING, FinalizePlan
@@ -74,49 +75,75 @@ def renew_leases(ids: int) -> str:
             f" RETURNING id")
 
 
-@functools.lru_cache(maxsize=8)
-def finalize_job(set_scheduled: bool, set_finalized: bool, bump: bool) -> str:
-    """Move one job out of ``running``, fenced by its lease token (0 rows: superseded).
+#: Plans per finalisation statement at most (7 and 11 parameters a plan stay far below
+#: SQLite's 32,766); a group is padded to a power of two so there are few statement shapes.
+FINALIZE_CHUNK = 64
 
-    Only the columns the plan changes are set, so the statement has few shapes to cache.
+
+def padded(count: int) -> int:
+    """The rows a finalisation statement for ``count`` plans carries: the next power of two."""
+    return 1 << max(0, count - 1).bit_length()
+
+
+@functools.lru_cache(maxsize=16)
+def fence_jobs(rows: int) -> str:
+    """Move a group of jobs out of ``running``, each fenced by its lease token; returns the ids moved.
+
+    One statement for the group: the plans come in as a ``VALUES`` list (SQLite 3.35+:
+    ``UPDATE … FROM`` and ``RETURNING``), each probing ``jobs`` by primary key. A job not
+    returned was superseded (cancelled, retried or swept while its attempt ran). Padding
+    rows carry a NULL id and match nothing.
     """
-    sets = [f"state = {P}", f"updated_at = {P}", "leased_until = NULL", "lease_token = NULL"]
-    if set_scheduled:
-        sets.append(f"scheduled_at = {P}")
-    if set_finalized:
-        sets.append(f"finalized_at = {P}")
-    if bump:
-        sets.append("max_attempts = max_attempts + 1")
-    return f"UPDATE jobs SET {', '.join(sets)} WHERE id = {P} AND state = 'running' AND lease_token = {P}"
-
-
-def finalize_job_params(plan: FinalizePlan) -> list[Any]:
-    """The parameters of :func:`finalize_job` for ``plan``."""
-    params: list[Any] = [plan.state.value, db_value(plan.finished_at)]
-    if plan.scheduled_at is not None:
-        params.append(db_value(plan.scheduled_at))
-    if plan.finalized_at is not None:
-        params.append(db_value(plan.finalized_at))
-    return [*params, plan.job_id, plan.lease_token]
-
-
-@functools.lru_cache(maxsize=4)
-def finalize_run(only_if_started: bool) -> str:
-    """Record an attempt's outcome on its own run row.
-
-    ``only_if_started`` (a superseded attempt): a verdict already recorded, the sweep's or a
-    release's ``crashed``, is kept, so a job has one success row at most.
-    """
-    guard = " AND outcome = 'started'" if only_if_started else ""
+    values = ", ".join([f"({P}, {P}, {P}, {P}, {P}, {P}, {P})"] * rows)
     return (
-        f"UPDATE job_runs SET outcome = {P}, finished_at = {P}, duration_ms = {P},"
-        f" cost_micros = {P}, enqueued_children = {P}, error_class = {P}, error_message = {P},"
-        f" error_payload = {P}, output = {P} WHERE id = {P}{guard}"
+        f"WITH plan (job_id, lease_token, state, finished_at, scheduled_at, finalized_at, bump) AS (VALUES {values})"
+        " UPDATE jobs SET state = plan.state, updated_at = plan.finished_at, leased_until = NULL,"
+        " lease_token = NULL, scheduled_at = coalesce(plan.scheduled_at, jobs.scheduled_at),"
+        " finalized_at = coalesce(plan.finalized_at, jobs.finalized_at),"
+        " max_attempts = jobs.max_attempts + plan.bump"
+        " FROM plan WHERE jobs.id = plan.job_id AND jobs.state = 'running' AND jobs.lease_token = plan.lease_token"
+        " RETURNING jobs.id"
     )
 
 
-def finalize_run_params(plan: FinalizePlan, children: int) -> list[Any]:
-    """The parameters of :func:`finalize_run` for ``plan``."""
-    payload = None if plan.error_message is None else db_value({"message": plan.error_message})
-    return [plan.outcome.value, db_value(plan.finished_at), plan.duration_ms, plan.cost_micros, children,
-            plan.error_class, plan.error_message, payload, plan.output_json, plan.run_id]
+def fence_jobs_params(plans: Sequence[FinalizePlan], rows: int) -> list[Any]:
+    """The parameters of :func:`fence_jobs` for ``plans``, padded to ``rows``."""
+    params: list[Any] = []
+    for plan in plans:
+        finished = db_value(plan.finished_at)
+        finalized = None if plan.finalized_at is None else (
+            finished if plan.finalized_at == plan.finished_at else db_value(plan.finalized_at))
+        params += [plan.job_id, plan.lease_token, plan.state.value, finished, db_value(plan.scheduled_at),
+                   finalized, 1 if plan.bump_max_attempts else 0]
+    return params + [None] * (7 * (rows - len(plans)))
+
+
+@functools.lru_cache(maxsize=16)
+def record_runs(rows: int) -> str:
+    """Record a group of attempts' outcomes on their own run rows.
+
+    A superseded attempt (``current`` 0) keeps a verdict already recorded, the sweep's or a
+    release's ``crashed``, so a job has one success row at most. Padding rows match nothing.
+    """
+    values = ", ".join([f"({P}, {P}, {P}, {P}, {P}, {P}, {P}, {P}, {P}, {P}, {P})"] * rows)
+    return (
+        "WITH plan (run_id, outcome, finished_at, duration_ms, cost_micros, children, error_class,"
+        f" error_message, error_payload, output, current) AS (VALUES {values})"
+        " UPDATE job_runs SET outcome = plan.outcome, finished_at = plan.finished_at,"
+        " duration_ms = plan.duration_ms, cost_micros = plan.cost_micros, enqueued_children = plan.children,"
+        " error_class = plan.error_class, error_message = plan.error_message,"
+        " error_payload = plan.error_payload, output = plan.output"
+        " FROM plan WHERE job_runs.id = plan.run_id AND (plan.current OR job_runs.outcome = 'started')"
+    )
+
+
+def record_runs_params(plans: Sequence[FinalizePlan], current: set[str], children: dict[str, int],
+                       rows: int) -> list[Any]:
+    """The parameters of :func:`record_runs`: ``current`` names the jobs whose fence held."""
+    params: list[Any] = []
+    for plan in plans:
+        payload = None if plan.error_message is None else db_value({"message": plan.error_message})
+        params += [plan.run_id, plan.outcome.value, db_value(plan.finished_at), plan.duration_ms, plan.cost_micros,
+                   children.get(plan.run_id, 0), plan.error_class, plan.error_message, payload, plan.output_json,
+                   1 if plan.job_id in current else 0]
+    return params + [None] * (11 * (rows - len(plans)))
