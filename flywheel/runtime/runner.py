@@ -50,8 +50,10 @@ from flywheel.events import (
 from flywheel.ids import new_id, new_ids
 from flywheel.plugins import emit, has_observers, resolve
 from flywheel.runtime.defaults import (  # re-exported: the runner's defaults
-    DEFAULT_CONCURRENCY,
-    DEFAULT_PREFETCH,
+    DEFAULT_CONCURRENCY as DEFAULT_CONCURRENCY,
+    DEFAULT_PREFETCH as DEFAULT_PREFETCH,
+    MAX_DEFAULT_CONCURRENCY as MAX_DEFAULT_CONCURRENCY,
+    default_concurrency as default_concurrency,
 )
 from flywheel.runtime.dispatch import Attempt, AttemptServices, execute
 from flywheel.runtime.finalize import persist
