@@ -70,7 +70,8 @@ if TYPE_CHECKING:
         set_periodic_active,
         upsert_periodic,
     )
-    from flywheel.storage.db import DEFAULT_URL, Database, connect, migrate, models
+    from flywheel.storage import DEFAULT_URL
+    from flywheel.storage.db import Database, connect, migrate, models
 
 __version__ = "0.1.0"
 

@@ -18,18 +18,18 @@ import attrs
 import cattrs
 
 from flywheel import clock
-from flywheel.runtime import transitions
 from flywheel.api.client import build_job_row, kind_of
 from flywheel.context import request_id_scope
-from flywheel.storage.driver import ClaimedJob, FinalizePlan
 from flywheel.durations import to_timedelta
 from flywheel.enums import ErrorClass, JobState, RunOutcome
 from flywheel.errors import FlywheelError, UnknownKind, ValidationError
+from flywheel.events import JobEvent
 from flywheel.jobs import Cancel, FollowUp, InsertOpts, Job, Permanent, Result, Snooze
 from flywheel.plugins import classify_error, emit
-from flywheel.events import JobEvent
-from flywheel.storage.sanitize import clean_error
+from flywheel.runtime import transitions
 from flywheel.serde import dump_args, dumps_json, load_args, normalise_json_payload
+from flywheel.storage.driver import ClaimedJob, FinalizePlan
+from flywheel.storage.sanitize import clean_error
 
 if TYPE_CHECKING:
     import pluggy
@@ -95,15 +95,15 @@ def execute(services: AttemptServices, claimed: ClaimedJob, lease: Lease, starte
     result: Result | None = None
     error: BaseException | None = None
     try:
-        args = _resolve(entry, claimed)
+        worker, args = _resolve(entry, claimed)
         job = _job(claimed, args, lease)
-        deadline = _deadline(services, entry, job, claimed, started_at)  # type: ignore[arg-type] - resolved
+        deadline = _deadline(services, worker, job, claimed, started_at)
         if deadline is not None:
             job = attrs.evolve(job, deadline=deadline)
             services.leases.set_deadline(lease, deadline)
         emit(services.pm, "flywheel_on_start", event=job_event(claimed))
-        result = _call(services, entry, job, deadline)  # type: ignore[arg-type] - resolved
-    except BaseException as exc:  # noqa: BLE001 - every failure of a worker is an attempt outcome
+        result = _call(services, worker, job, deadline)
+    except BaseException as exc:  # every failure of a worker is an attempt outcome
         if isinstance(exc, KeyboardInterrupt):
             raise
         error = exc  # SystemExit too: a worker calling sys.exit() ends its attempt, not the runner
@@ -113,14 +113,14 @@ def execute(services: AttemptServices, claimed: ClaimedJob, lease: Lease, starte
     return _plan(services, entry, claimed, job, result, error, lease, started_at, finished_at, started)
 
 
-def _resolve(entry: Registered | None, claimed: ClaimedJob) -> Any:
-    """``claimed``'s args decoded for its worker (``entry``: the worker registered for its kind)."""
+def _resolve(entry: Registered | None, claimed: ClaimedJob) -> tuple[Registered, Any]:
+    """The worker registered for ``claimed``'s kind (``entry``, which must exist) and the args decoded for it."""
     if not claimed.kind:
         raise InvalidJob("jobs: the job has no kind")
     if entry is None:
         raise InvalidJob(str(UnknownKind(claimed.kind)))
     try:
-        return load_args(claimed.args, entry.args_type)
+        return entry, load_args(claimed.args, entry.args_type)
     except Exception as exc:
         raise InvalidJob(f"jobs: decode args for kind {claimed.kind!r}: {describe_decode_error(exc)}") from exc
 
@@ -288,7 +288,8 @@ def unstorable(attempt: Attempt, failure: BaseException) -> Attempt:
     plan = attrs.evolve(plan, state=transition.state, scheduled_at=transition.scheduled_at,
                         finalized_at=transition.finalized_at, bump_max_attempts=False, outcome=RunOutcome.ERROR,
                         error_class=error_class, error_message=text, output_json=None, follow_ups=())
-    return attrs.evolve(attempt, plan=plan, error_class=ErrorClass(error_class), error=failure, retry_delay=None)
+    return attrs.evolve(attempt, plan=plan, error_class=None if error_class is None else ErrorClass(error_class),
+                        error=failure, retry_delay=None)
 
 
 def _retry_delay(services: AttemptServices, entry: Registered | None, job: Job[Any] | None, claimed: ClaimedJob,

@@ -36,17 +36,18 @@ def persist(services: AttemptServices, group: list[Attempt]) -> list[Persisted]:
             continue
         results.update((i, (group[i], result)) for i, result in zip(batch, committed, strict=True))
     stubborn: list[int] = []
-    for i, exc in failed:
+    for i, first in failed:
+        error = first
         if len(failed) > 1:  # alone now: the others' plans do not hold it up
             try:
                 results[i] = (group[i], commit(services, [group[i]])[0])
                 continue
             except Exception as again:
-                exc = again
-        if services.db.driver.is_transient(exc):
+                error = again
+        if services.db.driver.is_transient(error):
             stubborn.append(i)
         else:
-            results[i] = _persist_unstorable(services, group[i], exc)
+            results[i] = _persist_unstorable(services, group[i], error)
     for i in stubborn:
         results[i] = _persist_stubborn(services, group[i])
     return [results.get(i) for i in range(len(group))]

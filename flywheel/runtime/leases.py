@@ -50,7 +50,7 @@ class CancelEvent(threading.Event):
         self._lazy: threading.Condition | None = None
 
     @property
-    def _cond(self) -> threading.Condition:  # type: ignore[override]
+    def _cond(self) -> threading.Condition:
         if self._lazy is None:
             with CancelEvent._made:
                 if self._lazy is None:

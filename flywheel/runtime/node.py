@@ -37,18 +37,18 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from flywheel.durations import remaining, to_timedelta
 from flywheel.errors import ValidationError, one_line
-from flywheel.runtime.node_config import HealthConfig, RunnerConfig, SchedulerConfig
 from flywheel.plugins import plugin_services, resolve
+from flywheel.runtime.node_config import HealthConfig, RunnerConfig, SchedulerConfig
 from flywheel.runtime.runner import FINALIZE_GRACE
 
 if TYPE_CHECKING:
     import pluggy
 
     from flywheel.config import Config
-    from flywheel.storage.db import Database
     from flywheel.registry import Registry
     from flywheel.runtime.runner import Runner
     from flywheel.scheduling.scheduler import Scheduler
+    from flywheel.storage.db import Database
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: a repeat of the stop signal within this many seconds is the same stop delivered twice
@@ -79,8 +79,8 @@ class Node:
         registry: Registry,
         *,
         runners: Sequence[RunnerConfig] | None = None,
-        scheduler: SchedulerConfig | None = SchedulerConfig(),  # noqa: B008 - frozen, shared safely
-        health: HealthConfig = HealthConfig(),  # noqa: B008
+        scheduler: SchedulerConfig | None = SchedulerConfig(),  # frozen: one default shared safely
+        health: HealthConfig = HealthConfig(),
         drain_timeout: timedelta | float | None = None,
         pm: pluggy.PluginManager | None = None,
         logger: logging.Logger | None = None,

@@ -13,26 +13,70 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import attrs
 
 from flywheel.durations import to_timedelta
-from flywheel.runtime.runner import DEFAULT_CONCURRENCY, DEFAULT_PREFETCH, MAX_POLL_BACKOFF, Runner, check_timing
+from flywheel.runtime.defaults import DEFAULT_CONCURRENCY, DEFAULT_PREFETCH
+from flywheel.runtime.runner import MAX_POLL_BACKOFF, Runner, check_timing
 from flywheel.scheduling.scheduler import DEFAULT_BACKFILL_CAP, Scheduler
 
 if TYPE_CHECKING:
     import pluggy
 
-    from flywheel.storage.db import Database
     from flywheel.registry import Registry
+    from flywheel.storage.db import Database
 
 
-def _duration(field: str) -> Any:
-    def convert(value: timedelta | float | None) -> timedelta | None:
-        return to_timedelta(value, field=field)
+# One named converter per duration field: mypy types ``__init__`` from a converter it can see
+# (a function, not what a factory returns), and each names its field in a ValidationError.
+def _lease(value: timedelta | float | None) -> timedelta | None:
+    return to_timedelta(value, field="lease")
 
-    return convert
+
+def _poll_interval(value: timedelta | float | None) -> timedelta | None:
+    return to_timedelta(value, field="poll_interval")
+
+
+def _retry_backoff_base(value: timedelta | float | None) -> timedelta | None:
+    return to_timedelta(value, field="retry_backoff_base")
+
+
+def _max_retry_backoff(value: timedelta | float | None) -> timedelta | None:
+    return to_timedelta(value, field="max_retry_backoff")
+
+
+def _default_timeout(value: timedelta | float | None) -> timedelta | None:
+    return to_timedelta(value, field="default_timeout")
+
+
+def _heartbeat_interval(value: timedelta | float | None) -> timedelta | None:
+    return to_timedelta(value, field="heartbeat_interval")
+
+
+def _max_poll_backoff(value: timedelta | float | None) -> timedelta | None:
+    return to_timedelta(value, field="max_poll_backoff")
+
+
+def _tick_interval(value: timedelta | float | None) -> timedelta | None:
+    return to_timedelta(value, field="tick_interval")
+
+
+def _sweep_interval(value: timedelta | float | None) -> timedelta | None:
+    return to_timedelta(value, field="sweep_interval")
+
+
+def _retention(value: timedelta | float | None) -> timedelta | None:
+    return to_timedelta(value, field="retention")
+
+
+def _retention_interval(value: timedelta | float | None) -> timedelta | None:
+    return to_timedelta(value, field="retention_interval")
+
+
+def _health_sample_interval(value: timedelta | float | None) -> timedelta | None:
+    return to_timedelta(value, field="health_sample_interval")
 
 
 def _queues(value: str | Sequence[str]) -> tuple[str, ...]:
@@ -48,14 +92,14 @@ class RunnerConfig:
     prefetch: int = DEFAULT_PREFETCH
     executor_class: str = ""
     claim_any_class: bool = False
-    lease: timedelta = attrs.field(default=timedelta(seconds=30), converter=_duration("lease"))
-    poll_interval: timedelta = attrs.field(default=timedelta(milliseconds=250), converter=_duration("poll_interval"))
+    lease: timedelta = attrs.field(default=timedelta(seconds=30), converter=_lease)
+    poll_interval: timedelta = attrs.field(default=timedelta(milliseconds=250), converter=_poll_interval)
     retry_backoff_base: timedelta = attrs.field(default=timedelta(seconds=1),
-                                                converter=_duration("retry_backoff_base"))
-    max_retry_backoff: timedelta = attrs.field(default=timedelta(hours=1), converter=_duration("max_retry_backoff"))
-    default_timeout: timedelta | None = attrs.field(default=None, converter=_duration("default_timeout"))
-    heartbeat_interval: timedelta | None = attrs.field(default=None, converter=_duration("heartbeat_interval"))
-    max_poll_backoff: timedelta = attrs.field(default=MAX_POLL_BACKOFF, converter=_duration("max_poll_backoff"))
+                                                converter=_retry_backoff_base)
+    max_retry_backoff: timedelta = attrs.field(default=timedelta(hours=1), converter=_max_retry_backoff)
+    default_timeout: timedelta | None = attrs.field(default=None, converter=_default_timeout)
+    heartbeat_interval: timedelta | None = attrs.field(default=None, converter=_heartbeat_interval)
+    max_poll_backoff: timedelta = attrs.field(default=MAX_POLL_BACKOFF, converter=_max_poll_backoff)
     logger: logging.Logger | None = None
     pm: pluggy.PluginManager | None = None
 
@@ -74,13 +118,13 @@ class RunnerConfig:
 class SchedulerConfig:
     """The settings of a node's :class:`~flywheel.scheduling.scheduler.Scheduler`."""
 
-    tick_interval: timedelta = attrs.field(default=timedelta(seconds=1), converter=_duration("tick_interval"))
-    sweep_interval: timedelta = attrs.field(default=timedelta(seconds=30), converter=_duration("sweep_interval"))
+    tick_interval: timedelta = attrs.field(default=timedelta(seconds=1), converter=_tick_interval)
+    sweep_interval: timedelta = attrs.field(default=timedelta(seconds=30), converter=_sweep_interval)
     backfill_cap: int = DEFAULT_BACKFILL_CAP
-    retention: timedelta | None = attrs.field(default=None, converter=_duration("retention"))
-    retention_interval: timedelta = attrs.field(default=timedelta(hours=1), converter=_duration("retention_interval"))
+    retention: timedelta | None = attrs.field(default=None, converter=_retention)
+    retention_interval: timedelta = attrs.field(default=timedelta(hours=1), converter=_retention_interval)
     health_sample_interval: timedelta | None = attrs.field(default=None,
-                                                           converter=_duration("health_sample_interval"))
+                                                           converter=_health_sample_interval)
     logger: logging.Logger | None = None
     pm: pluggy.PluginManager | None = None
 

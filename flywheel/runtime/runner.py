@@ -38,14 +38,6 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from flywheel import clock
-from flywheel.runtime.defaults import (  # noqa: F401 - re-exported: the runner's defaults
-    DEFAULT_CONCURRENCY,
-    DEFAULT_PREFETCH,
-    MAX_DEFAULT_CONCURRENCY,
-    default_concurrency,
-)
-from flywheel.runtime.dispatch import Attempt, AttemptServices, execute
-from flywheel.storage.driver import ClaimedJob, ClaimRequest
 from flywheel.durations import remaining, require_timedelta, to_timedelta
 from flywheel.enums import JobState
 from flywheel.errors import ValidationError, one_line
@@ -55,17 +47,25 @@ from flywheel.events import (
     RetryEvent,
     SupersedeEvent,
 )
-from flywheel.runtime.finalize import persist
 from flywheel.ids import new_id, new_ids
-from flywheel.runtime.leases import CancelEvent, Lease, LeaseKeeper
 from flywheel.plugins import emit, has_observers, resolve
+from flywheel.runtime.defaults import (  # re-exported: the runner's defaults
+    DEFAULT_CONCURRENCY as DEFAULT_CONCURRENCY,
+    DEFAULT_PREFETCH as DEFAULT_PREFETCH,
+    MAX_DEFAULT_CONCURRENCY as MAX_DEFAULT_CONCURRENCY,
+    default_concurrency as default_concurrency,
+)
+from flywheel.runtime.dispatch import Attempt, AttemptServices, execute
+from flywheel.runtime.finalize import persist
+from flywheel.runtime.leases import CancelEvent, Lease, LeaseKeeper
 from flywheel.runtime.workerpool import EventLoop, WorkerPool
+from flywheel.storage.driver import ClaimedJob, ClaimRequest
 
 if TYPE_CHECKING:
     import pluggy
 
-    from flywheel.storage.db import Database
     from flywheel.registry import Registry
+    from flywheel.storage.db import Database
 
 FINALIZE_GROUP = 64
 #: a runner prefetches only the jobs its workers are expected to start within this long
@@ -510,7 +510,7 @@ class Runner:
         started = time.monotonic()
         results = persist(self._services, group)
         elapsed = timedelta(seconds=time.monotonic() - started)
-        for attempt, result in zip(group, results, strict=True):
+        for _attempt, result in zip(group, results, strict=True):
             if result is not None:
                 final, outcome = result
                 self._report(final, outcome.superseded, elapsed)

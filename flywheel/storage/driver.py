@@ -32,9 +32,9 @@ import attrs
 import peewee
 
 from flywheel.enums import JobState, RunOutcome
+from flywheel.serde import loads_json
 from flywheel.storage.models import from_db_time
 from flywheel.storage.sanitize import clean_error, clean_output
-from flywheel.serde import loads_json
 
 if TYPE_CHECKING:
     from flywheel.errors import FlywheelError
@@ -259,7 +259,8 @@ class Driver(abc.ABC):
     def migrate(self, db: Database) -> None:
         """Create the tables and indexes that do not exist yet and upgrade old ones (idempotent).
 
-        :func:`flywheel.storage.migrations.create_schema` does the portable part; safe to run from several nodes at once."""
+        :func:`flywheel.storage.migrations.create_schema` does the portable part; safe to run from
+        several nodes at once."""
 
     # -- producing -------------------------------------------------------------
 

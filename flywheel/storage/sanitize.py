@@ -83,7 +83,8 @@ def require_aware(value: datetime | None, field: str) -> datetime | None:
     if not isinstance(value, datetime):
         raise ValidationError(field, f"must be a datetime, not {value!r}")
     if value.tzinfo is None or value.utcoffset() is None:
-        raise ValidationError(field, f"must be timezone-aware (e.g. datetime.now(UTC)), not the naive {value.isoformat()}")
+        raise ValidationError(field,
+                              f"must be timezone-aware (e.g. datetime.now(UTC)), not the naive {value.isoformat()}")
     return value
 
 

@@ -326,7 +326,7 @@ class DriverConformance:
                 start.wait(DEADLINE_S)
                 while batch := self.claim(db, limit=5):
                     into.extend(job.id for job in batch)
-            except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            except BaseException as exc:  # reported by the main thread
                 errors.append(exc)
 
         threads = [_thread(claimer, db, into) for db, into in zip(handles, claimed, strict=True)]
@@ -639,7 +639,7 @@ def _raised(fn: Callable[[], Any]) -> BaseException | None:
     """What ``fn`` raised (None if nothing): the suite imports no test framework's ``raises``."""
     try:
         fn()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return exc
     return None
 
@@ -719,7 +719,7 @@ def _child_claimer(url: str, now: datetime, ready: Any, go: Any, results: Any) -
                     break
                 claimed += [job.id for job in batch]
         results.put(("ok", claimed))
-    except BaseException as exc:  # noqa: BLE001 - reported to the parent
+    except BaseException as exc:  # reported to the parent
         ready.release()
         results.put(("error", f"{type(exc).__name__}: {exc}"))
 

@@ -63,14 +63,14 @@ def _copy_lines(rows: Sequence[dict[str, Any]], columns: Sequence[CopyColumn]) -
     for _column, name, field_type, _nullable in columns:
         values: list[Any] = list(map(operator.itemgetter(name), rows))
         if field_type == "TIMESTAMPTZ":  # a batch shares its instants: render each distinct one once
-            rendered = {v: _timestamp_text(v) for v in set(values) if v is not None and type(v) is not str}  # noqa: E721
+            rendered = {v: _timestamp_text(v) for v in set(values) if v is not None and type(v) is not str}
             if rendered:
                 values = [rendered.get(v, v) if v is not None else None for v in values]
         elif field_type == "JSON":
-            values = [v if v is None or type(v) is str  # noqa: E721
+            values = [v if v is None or type(v) is str
                       else json.dumps(v, separators=(",", ":")) for v in values]
         elif None in values:
-            values = [v if v is None or type(v) is str else str(v) for v in values]  # noqa: E721
+            values = [v if v is None or type(v) is str else str(v) for v in values]
         else:
             values = list(map(str, values))  # str() of a str is the same object
         present = [v for v in values if v is not None] if None in values else values

@@ -14,6 +14,8 @@ from flywheel.errors import FlywheelError
 from flywheel.redact import UrlSecrets, redact_url
 
 if TYPE_CHECKING:
+    import threading
+
     from flywheel.storage.db import Database
     from flywheel_plugins.postgres.driver import PostgresDriver
 
@@ -140,7 +142,7 @@ def peer_hung_up(conn: Any) -> bool:
                 return True
         notices = conn.notices[-2:] if conn.notices else []
         return any(str(n).startswith("FATAL") for n in notices)
-    except Exception:  # noqa: BLE001 - any failure here means the connection is unusable
+    except Exception:  # any failure here means the connection is unusable
         return True
 
 
@@ -155,6 +157,10 @@ class PostgresDatabase(peewee.PostgresqlDatabase):
       dropped and a fresh one opened (inside a transaction the statement fails instead: a
       transaction cannot move to another connection).
     """
+
+    # peewee.Database sets these in __init__ (per-thread state, and the lock around it); its stubs leave them out
+    _state: peewee._ConnectionState
+    _lock: threading.Lock | peewee._NoopLock
 
     def __init__(self, params: dict[str, Any], secrets: Secrets, **kwargs: Any) -> None:
         self._flywheel_params = params
@@ -183,7 +189,7 @@ class PostgresDatabase(peewee.PostgresqlDatabase):
         state = self._state
         if not state.closed and state.conn is not None and not state.transactions and peer_hung_up(state.conn):
             self.drop_connection()
-        return super().cursor()
+        return super().cursor()  # type: ignore[no-untyped-call]  # unannotated in peewee's stubs
 
     def drop_connection(self) -> None:
         """Forget this thread's connection (closing it if possible); the next use reconnects."""
@@ -243,7 +249,7 @@ def loaded_psycopg2() -> Any:
 
 # -- raw statements and connections -----------------------------------------------------------
 
-EXCEPTION_WRAPPER = getattr(peewee, "__exception_wrapper__")
+EXCEPTION_WRAPPER = peewee.__exception_wrapper__  # type: ignore[attr-defined]  # not in peewee's stubs
 
 
 def execute(db: Database, sql: str | bytes, params: Any = None, *, dicts: bool = False) -> Any:

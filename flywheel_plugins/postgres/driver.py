@@ -30,18 +30,18 @@ from flywheel.storage.migrations import create_schema
 from flywheel.storage.models import to_db_time
 from flywheel.storage.portable import PeeweeDriver
 from flywheel.storage.schema import JOB_COLUMNS, job_rows
-from flywheel_plugins.postgres.bulk import CONVERTERS, COPY_MIN_ROWS, CopyStream, field_default, copy_columns
+from flywheel_plugins.postgres.bulk import CONVERTERS, COPY_MIN_ROWS, CopyStream, copy_columns, field_default
 from flywheel_plugins.postgres.connection import (
     EXCEPTION_WRAPPER,
-    PostgresDatabase,
-    execute,
-    loaded_psycopg2,
-    Secrets,
-    sqlstate,
     TRANSIENT_SQLSTATES,
+    PostgresDatabase,
+    Secrets,
     connection_params,
+    execute,
     hide_password,
+    loaded_psycopg2,
     lost_connection,
+    sqlstate,
 )
 from flywheel_plugins.postgres.listener import CHANNEL_SQL, Listener
 from flywheel_plugins.postgres.locks import AdvisoryLock, lock_key
@@ -51,8 +51,8 @@ from flywheel_plugins.postgres.statements import (
     FENCE_ONLY_SQL,
     FINALIZE_SQL,
     RUNS_ONLY_SQL,
-    plan_arrays,
     claim_sql,
+    plan_arrays,
     renew_sql,
     sweep_sql,
 )
@@ -457,7 +457,7 @@ class PostgresDriver(PeeweeDriver):
             rows = execute(db, sweep_sql(db_clock=uses_db_clock()),
                             {"now": to_db_time(now), "limit": batch_size}).fetchall()
             at = rows[0][3] if rows else now
-            return self.recover_expired(db, at, [tuple(row[:3]) for row in rows])  # type: ignore[misc]
+            return self.recover_expired(db, at, [tuple(row[:3]) for row in rows])
 
     def release_leases(self, db: Database, leases: Sequence[tuple[str, str]], now: datetime) -> int:
         """As the base, but on the database's clock a released job is due by that clock's now."""

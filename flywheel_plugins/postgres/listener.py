@@ -37,7 +37,7 @@ def channel_name(schema: str, queue: str) -> str:
     one database (or two queues that sanitise alike) do not wake each other's runners.
     Must agree with :data:`CHANNEL_SQL`.
     """
-    digest = hashlib.md5(f"{schema}/{queue}".encode()).hexdigest()[:12]  # noqa: S324 - a name, not security
+    digest = hashlib.md5(f"{schema}/{queue}".encode()).hexdigest()[:12]  # a name, not security
     return f"flywheel_{_channel_suffix(queue)}_{digest}"
 
 
@@ -109,7 +109,7 @@ class Listener(threading.Thread):
                 try:
                     self._sync_channels()
                     self._receive(timeout=1.0)
-                except Exception as exc:  # noqa: BLE001 - the connection dropped: reopen it
+                except Exception as exc:  # the connection dropped: reopen it
                     self._lost(exc)
         finally:
             self._close()
@@ -133,7 +133,7 @@ class Listener(threading.Thread):
             with conn.cursor() as cursor:
                 cursor.execute("SELECT coalesce(current_schema(), '')")
                 self._schema = cursor.fetchone()[0]
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self._lost(exc)
             return False
         self._conn = conn

@@ -59,7 +59,7 @@ class AdvisoryLock(Singleton):
                     logger.warning("flywheel: lock %r: database reachable again", self.name)
                     self._failing = False
                 return self._held
-            except Exception as exc:  # noqa: BLE001 - unreachable database: not held, try next round
+            except Exception as exc:  # unreachable database: not held, try next round
                 if not self._failing:
                     logger.warning("flywheel: lock %r: cannot reach %s: %s", self.name, self.driver.display_url(),
                                    self.driver.scrub(" ".join(str(exc).split())))
@@ -74,7 +74,7 @@ class AdvisoryLock(Singleton):
             with self._conn.cursor() as cursor:
                 cursor.execute("SELECT 1")
             return True
-        except Exception:  # noqa: BLE001
+        except Exception:
             return False
 
     def release(self) -> None:

@@ -1,4 +1,6 @@
-"""The SQLite driver (the plugin is :mod:`flywheel_plugins.sqlite`): ``sqlite:///relative.db``, ``sqlite:////absolute.db`` and ``sqlite://:memory:``.
+"""The SQLite driver (the plugin is :mod:`flywheel_plugins.sqlite`).
+
+URLs: ``sqlite:///relative.db``, ``sqlite:////absolute.db`` and ``sqlite://:memory:``.
 
 Every connection runs in WAL mode with ``synchronous=NORMAL``, foreign keys on and a long
 busy timeout, and every write transaction is ``BEGIN IMMEDIATE`` so a writer takes the
@@ -19,15 +21,15 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import re
 import shutil
 import sqlite3
 import tempfile
 import threading
 import time
-import re
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import peewee
 
@@ -79,7 +81,7 @@ def path_from_url(url: str) -> str:
 class _PerFile:
     """What every driver on one file shares in this process: the writers' lock and the wake-up."""
 
-    _all: dict[str, _PerFile] = {}
+    _all: ClassVar[dict[str, _PerFile]] = {}
     _guard = threading.Lock()
 
     def __init__(self) -> None:
@@ -99,7 +101,7 @@ class _ExistingFileDatabase(peewee.SqliteDatabase):
     def _connect(self) -> sqlite3.Connection:
         if not os.path.exists(self.database):
             raise SchemaMissing(f"the SQLite file {self.database} does not exist")
-        return super()._connect()  # type: ignore[no-any-return]
+        return super()._connect()  # type: ignore[misc, no-any-return]  # not in peewee's stubs
 
 
 class SQLiteDriver(PeeweeDriver):
@@ -155,7 +157,7 @@ class SQLiteDriver(PeeweeDriver):
             create_schema(db)
 
     def is_transient(self, exc: BaseException) -> bool:
-        return isinstance(exc, peewee.OperationalError) and "locked" in str(exc).lower() or super().is_transient(exc)
+        return (isinstance(exc, peewee.OperationalError) and "locked" in str(exc).lower()) or super().is_transient(exc)
 
     @classmethod
     def map_error(cls, exc: BaseException) -> FlywheelError | None:
@@ -318,7 +320,7 @@ class SQLiteDriver(PeeweeDriver):
         scheduler per SQLite file there.
         """
         try:
-            import fcntl  # noqa: F401
+            import fcntl  # noqa: F401 - only whether it exists (not on Windows)
         except ImportError:
             return Singleton()
         return FileLockSingleton(f"{self.path}.{name.removeprefix('flywheel-')}.lock")
